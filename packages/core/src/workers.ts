@@ -1,0 +1,96 @@
+import { Worker, parentPort, type Transferable } from "node:worker_threads";
+import { deserializeError, serializeError } from "./errors.js";
+
+/**
+ * A small pool of worker threads. Heavy synchronous work (h5wasm reads, sorting, digesting) runs
+ * off the main thread; the main thread only schedules tasks and merges results.
+ *
+ * Protocol: the pool posts {id, task}; a worker answers {id, progress} any number of times and then
+ * {id, result} or {id, error}.
+ */
+type WorkerMessage<R> =
+  | { id: number; progress: number }
+  | { id: number; result: R }
+  | { id: number; error: { name: string; message: string; exitCode?: number; stack?: string } };
+
+export interface PoolOptions<T, R> {
+  workerUrl: URL;
+  tasks: T[];
+  concurrency: number;
+  /** Called in task-completion order with the task's index. */
+  onResult?: (result: R, index: number) => void | Promise<void>;
+  onProgress?: (n: number, index: number) => void;
+  workerData?: unknown;
+}
+
+/** Runs every task; resolves with results in task order; rejects on the first error (other workers are stopped). */
+export async function runPool<T, R>(opts: PoolOptions<T, R>): Promise<R[]> {
+  const results: R[] = new Array(opts.tasks.length);
+  if (opts.tasks.length === 0) return results;
+  const n = Math.max(1, Math.min(opts.concurrency, opts.tasks.length));
+  const workers: Worker[] = [];
+  let next = 0;
+  let failed = false;
+  return await new Promise<R[]>((resolve, reject) => {
+    let remaining = opts.tasks.length;
+    const fail = (e: Error) => {
+      if (failed) return;
+      failed = true;
+      for (const w of workers) void w.terminate();
+      reject(e);
+    };
+    const dispatch = (w: Worker) => {
+      if (failed) return;
+      if (next >= opts.tasks.length) {
+        void w.terminate();
+        return;
+      }
+      const id = next++;
+      w.postMessage({ id, task: opts.tasks[id] });
+    };
+    for (let i = 0; i < n; i++) {
+      const w = new Worker(opts.workerUrl, { workerData: opts.workerData });
+      workers.push(w);
+      w.on("message", (msg: WorkerMessage<R>) => {
+        if ("progress" in msg) {
+          opts.onProgress?.(msg.progress, msg.id);
+          return;
+        }
+        if ("error" in msg) {
+          fail(deserializeError(msg.error));
+          return;
+        }
+        results[msg.id] = msg.result;
+        Promise.resolve(opts.onResult?.(msg.result, msg.id))
+          .then(() => {
+            remaining--;
+            if (remaining === 0) {
+              for (const x of workers) void x.terminate();
+              resolve(results);
+            } else dispatch(w);
+          })
+          .catch((e: unknown) => fail(e as Error));
+      });
+      w.on("error", (e) => fail(e));
+      w.on("exit", (code) => {
+        if (!failed && remaining > 0 && code !== 0) fail(new Error(`worker thread exited with code ${code}`));
+      });
+      dispatch(w);
+    }
+  });
+}
+
+/** Worker side: handle tasks posted by runPool with an (optionally async) function. */
+export function serveTasks<T, R>(handler: (task: T, progress: (n: number) => void) => R | Promise<R>, transfer?: (r: R) => Transferable[]): void {
+  if (!parentPort) throw new Error("serveTasks must run inside a worker thread");
+  const port = parentPort;
+  port.on("message", async (msg: { id: number; task: T }) => {
+    const progress = (p: number) => port.postMessage({ id: msg.id, progress: p });
+    try {
+      const result = await handler(msg.task, progress);
+      port.postMessage({ id: msg.id, result }, transfer ? transfer(result) : []);
+    } catch (e) {
+      port.postMessage({ id: msg.id, error: serializeError(e) });
+    }
+  });
+}

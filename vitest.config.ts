@@ -1,0 +1,14 @@
+import { defineConfig } from "vitest/config";
+
+// Tests import the built packages (dist/), so `npm test` builds first (scripts/setup.mjs).
+// Worker threads need compiled JavaScript, and testing what ships is the point.
+export default defineConfig({
+  test: {
+    include: ["packages/*/test/**/*.test.ts", "tests/**/*.test.ts"],
+    testTimeout: 120_000,
+    hookTimeout: 120_000,
+    pool: "forks",
+    maxWorkers: 2,
+    reporters: ["default"],
+  },
+});
