@@ -1,0 +1,2 @@
+export * from "./types.js";
+export * from "./h5ad/read.js";
