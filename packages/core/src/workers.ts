@@ -39,9 +39,11 @@ export async function runPool<T, R>(opts: PoolOptions<T, R>): Promise<R[]> {
       for (const w of workers) void w.terminate();
       reject(e);
     };
+    const retired = new Set<Worker>();
     const dispatch = (w: Worker) => {
       if (failed) return;
       if (next >= opts.tasks.length) {
+        retired.add(w);
         void w.terminate();
         return;
       }
@@ -65,7 +67,10 @@ export async function runPool<T, R>(opts: PoolOptions<T, R>): Promise<R[]> {
           .then(() => {
             remaining--;
             if (remaining === 0) {
-              for (const x of workers) void x.terminate();
+              for (const x of workers) {
+                retired.add(x);
+                void x.terminate();
+              }
               resolve(results);
             } else dispatch(w);
           })
@@ -73,7 +78,7 @@ export async function runPool<T, R>(opts: PoolOptions<T, R>): Promise<R[]> {
       });
       w.on("error", (e) => fail(e));
       w.on("exit", (code) => {
-        if (!failed && remaining > 0 && code !== 0) fail(new Error(`worker thread exited with code ${code}`));
+        if (!failed && !retired.has(w) && remaining > 0 && code !== 0) fail(new Error(`worker thread exited with code ${code}`));
       });
       dispatch(w);
     }
