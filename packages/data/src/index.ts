@@ -8,3 +8,5 @@ export * from "./tdigest.js";
 export * from "./preprocess/run.js";
 export * from "./arrow/columns.js";
 export * from "./arrow/sink.js";
+export * from "./tokenize/run.js";
+export * from "./tokenize/unit.js";

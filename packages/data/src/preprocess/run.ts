@@ -52,7 +52,7 @@ export const PREPROCESS_DEFAULTS = {
   log1p: false,
   allowNonInteger: false,
   workers: 1,
-  unitCells: 50_000,
+  unitCells: 20_000,
   blockRows: 2048,
 };
 
