@@ -10,5 +10,6 @@ export default defineConfig({
     pool: "forks",
     maxWorkers: 2,
     reporters: ["default"],
+    env: { GM_LOG_LEVEL: "error", GM_NO_PROGRESS: "1" },
   },
 });

@@ -10,3 +10,4 @@ export * from "./arrow/columns.js";
 export * from "./arrow/sink.js";
 export * from "./tokenize/run.js";
 export * from "./tokenize/unit.js";
+export * from "./preprocess/merge.js";

@@ -26,7 +26,7 @@ import { expandInputs, planInput, type InputPlan } from "../plan.js";
 import { loadGeneMap, loadVocabulary, Vocabulary } from "../vocab.js";
 import { DigestSet } from "../tdigest.js";
 import { addCleanStats, emptyCleanStats, type CleanStats } from "../clean.js";
-import { unitJsonPath, type PreprocessSettings, type UnitResult, type UnitTask } from "./unit.js";
+import { genesPath, unitJsonPath, type PreprocessSettings, type UnitResult, type UnitTask } from "./unit.js";
 
 export interface PreprocessOptions {
   inputs: string[];
@@ -67,7 +67,7 @@ export interface PreprocessSummary {
   seconds: number;
 }
 
-interface RunIdentity {
+export interface RunIdentity {
   command: "preprocess";
   gm_version: string;
   settings: PreprocessSettings & { countsLayer: string | null; geneIdColumn: string | null; geneMap: string | null; vocab: string | null; unitCells: number };
@@ -169,11 +169,15 @@ export async function preprocess(opts: PreprocessOptions): Promise<PreprocessSum
       throw inputError(out, "--out folder is not empty and holds no gm preprocess run; choose an empty or new folder");
     }
   }
-  for (const sub of ["", "cells", "digests", "units"]) {
+  for (const sub of ["", "cells", "digests", "units", "genes"]) {
     fs.mkdirSync(path.join(out, sub), { recursive: true });
     removeStaleTemporaries(path.join(out, sub));
   }
   writeJsonAtomic(runFile, identity);
+  for (const { index, plan } of plans) {
+    const gf = path.join(out, genesPath(index));
+    if (!fs.existsSync(gf)) writeJsonAtomic(gf, plan.genes);
+  }
 
   // 4. Units; those whose record exists are done.
   const tasks: UnitTask[] = [];
@@ -224,7 +228,7 @@ export async function preprocess(opts: PreprocessOptions): Promise<PreprocessSum
   return { ...summary, unitsRun: tasks.length, unitsSkipped: skipped, seconds: (Date.now() - t0) / 1000 };
 }
 
-interface PlanRef {
+export interface PlanRef {
   index: number;
   plan: Pick<InputPlan, "path" | "format" | "nCells" | "countsLocation" | "genes" | "geneStats" | "hasPrimaryColumn" | "obsColumns">;
 }

@@ -51,6 +51,7 @@ export const RESERVED_COLUMNS = ["cell_id", "gene_index", "counts", "values", "n
 export const unitName = (fileIndex: number, unit: number) => `f${String(fileIndex).padStart(5, "0")}-u${String(unit).padStart(5, "0")}`;
 export const shardPath = (fileIndex: number, unit: number) => `cells/cells-${unitName(fileIndex, unit)}.arrow`;
 export const digestPath = (fileIndex: number, unit: number) => `digests/${unitName(fileIndex, unit)}.tdigest`;
+export const genesPath = (fileIndex: number) => `genes/f${String(fileIndex).padStart(5, "0")}.json`;
 export const unitJsonPath = (fileIndex: number, unit: number) => `units/${unitName(fileIndex, unit)}.json`;
 
 export function obsFieldName(name: string): string {
