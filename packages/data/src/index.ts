@@ -11,3 +11,5 @@ export * from "./arrow/sink.js";
 export * from "./tokenize/run.js";
 export * from "./tokenize/unit.js";
 export * from "./preprocess/merge.js";
+export * from "./simulate/index.js";
+export * from "./tenx.js";

@@ -122,18 +122,28 @@ export function resolveGeneIds(file: string, varDf: DataFrame, opts: GeneOptions
   return { ids, source, unmappedExamples: unmapped };
 }
 
+type Sample = { kind: "ok" } | { kind: "nan" | "negative" | "non-integer"; example: number };
+
 /** Sample the first rows of a matrix to see whether it holds raw counts. */
-function sampleIntegrality(f: CellFile, location: string): { integer: boolean; example?: number; negative?: number } {
+function sampleIntegrality(f: CellFile, location: string): Sample {
   const m = f.matrix(location);
   const rows = Math.min(m.nCells, 500);
-  if (rows === 0) return { integer: true };
+  if (rows === 0) return { kind: "ok" };
   const block = m.readBlock(0, rows);
+  let nonInteger: number | undefined;
   for (let i = 0; i < block.data.length; i++) {
     const x = block.data[i];
-    if (x < 0) return { integer: false, negative: x, example: x };
-    if (!Number.isInteger(x)) return { integer: false, example: x };
+    if (!Number.isFinite(x)) return { kind: "nan", example: x };
+    if (x < 0) return { kind: "negative", example: x };
+    if (nonInteger === undefined && !Number.isInteger(x)) nonInteger = x;
   }
-  return { integer: true };
+  return nonInteger === undefined ? { kind: "ok" } : { kind: "non-integer", example: nonInteger };
+}
+
+function describeSample(loc: string, s: Sample): string {
+  if (s.kind === "ok") return `${loc} holds raw counts`;
+  if (s.kind === "nan") return `${loc} holds ${Number.isNaN(s.example) ? "NaN" : "infinite"} values`;
+  return `${loc} holds ${s.kind} values (e.g. ${s.example})`;
 }
 
 const AUTO_ORDER = ["raw/X", "X", "layers/counts"];
@@ -145,26 +155,20 @@ export function chooseCountsLocation(f: CellFile, opts: CountsOptions): string {
     const loc = available.includes(want) ? want : available.includes(`layers/${want}`) ? `layers/${want}` : undefined;
     if (!loc) throw inputError(f.path, `no matrix '${want}' (available: ${available.join(", ") || "none"}); check --counts-layer`);
     const s = sampleIntegrality(f, loc);
-    if (s.negative !== undefined) throw inputError(f.path, `${loc} holds negative values (e.g. ${s.negative}); raw counts are needed — choose another --counts-layer`);
-    if (!s.integer && !opts.allowNonInteger) throw inputError(f.path, `${loc} holds non-integer values (e.g. ${s.example}); raw counts are needed — choose another --counts-layer or pass --allow-non-integer`);
+    if (s.kind === "nan" || s.kind === "negative") throw inputError(f.path, `${describeSample(loc, s)}; counts must be non-negative finite numbers — choose another --counts-layer`);
+    if (s.kind === "non-integer" && !opts.allowNonInteger) throw inputError(f.path, `${describeSample(loc, s)}; raw counts are needed — choose another --counts-layer or pass --allow-non-integer`);
     return loc;
   }
   if (available.length === 1 && available[0] === "matrix") return "matrix";
   const tried: string[] = [];
   const candidates = AUTO_ORDER.filter((l) => available.includes(l));
-  for (const loc of candidates) {
-    const s = sampleIntegrality(f, loc);
-    if (s.integer) return loc;
-    tried.push(`${loc} holds ${s.negative !== undefined ? "negative" : "non-integer"} values (e.g. ${s.example})`);
-  }
-  if (opts.allowNonInteger) {
-    for (const loc of candidates) {
-      const s = sampleIntegrality(f, loc);
-      if (s.negative === undefined) return loc;
-    }
+  const samples = candidates.map((loc) => [loc, sampleIntegrality(f, loc)] as const);
+  for (const [loc, s] of samples) {
+    if (s.kind === "ok" || (s.kind === "non-integer" && opts.allowNonInteger)) return loc;
+    tried.push(describeSample(loc, s));
   }
   const detail = tried.length ? tried.join("; ") : `no X, raw/X or layers/counts (available: ${available.join(", ") || "none"})`;
-  throw inputError(f.path, `no raw counts found: ${detail}; pass --counts-layer NAME to pick the matrix with raw integer counts`);
+  throw inputError(f.path, `no raw counts found: ${detail}; pass --counts-layer NAME to pick the matrix with raw integer counts${samples.some(([, x]) => x.kind === "non-integer") ? " (or --allow-non-integer to accept non-integer values)" : ""}`);
 }
 
 function typeFilter(varDf: DataFrame, fallbackVar?: DataFrame): { keep: (i: number) => boolean; name: string } | undefined {

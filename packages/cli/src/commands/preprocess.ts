@@ -1,0 +1,37 @@
+import type { Logger } from "@gm/core";
+import { usageError } from "@gm/core";
+import { mergePreprocess, parseShardSpec, preprocess, PREPROCESS_DEFAULTS } from "@gm/data";
+import { num } from "../options.js";
+
+export async function run(o: Record<string, unknown>, inputs: string[], log: Logger): Promise<void> {
+  const out = o.out as string | undefined;
+  if (!out) throw usageError("gm preprocess needs --out DIR");
+  const merge = o.merge as string[] | undefined;
+  if (merge && merge.length) {
+    if (inputs.length) throw usageError("--merge takes preprocess folders instead of inputs; drop the INPUT arguments");
+    const r = mergePreprocess(merge, out);
+    log.info({ ...r }, `merged ${merge.length} folders into ${r.out}: ${r.cellsOut} of ${r.cellsIn} cells kept, ${r.genesWithMedian} genes with a median`);
+    return;
+  }
+  if (inputs.length === 0) throw usageError("gm preprocess needs at least one INPUT (.h5ad, 10x .h5, MEX folder, or a folder of them)");
+  const r = await preprocess({
+    ...PREPROCESS_DEFAULTS,
+    inputs,
+    out,
+    countsLayer: o.countsLayer as string | undefined,
+    geneIdColumn: o.geneIdColumn as string | undefined,
+    geneMap: o.geneMap as string | undefined,
+    vocab: o.vocab as string | undefined,
+    minGenes: num(o.minGenes, "--min-genes"),
+    targetSum: num(o.targetSum, "--target-sum"),
+    log1p: Boolean(o.log1p),
+    allowNonInteger: Boolean(o.allowNonInteger),
+    workers: num(o.workers, "--workers"),
+    unitCells: num(o.unitCells, "--unit-cells"),
+    shard: o.shard ? parseShardSpec(String(o.shard)) : undefined,
+  });
+  log.info(
+    { ...r },
+    `preprocess done: ${r.cellsOut} of ${r.cellsIn} cells kept from ${r.inputs} input(s), ${r.genesWithMedian} genes with a median, ${r.unitsRun} units run, ${r.unitsSkipped} resumed, ${r.seconds.toFixed(1)} s -> ${r.out}`,
+  );
+}

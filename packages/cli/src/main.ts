@@ -1,0 +1,147 @@
+/**
+ * The `gm` binary. Subcommands are declared here (options and help only) and their implementation
+ * modules are imported lazily inside the action, so `gm --help` or `gm census-fetch` never load
+ * h5wasm, Arrow or the native engine.
+ */
+import { Command, CommanderError, Option } from "commander";
+import { ExitCode, GM_VERSION, LOG_LEVELS, createLogger, isGmError, type Logger } from "@gm/core";
+import { applyConfig } from "./config.js";
+import { int, list, positive } from "./options.js";
+
+export type Action = (opts: Record<string, unknown>, args: string[], log: Logger) => Promise<void>;
+
+function examples(lines: string[]): string {
+  return `\nExamples:\n${lines.map((l) => `  $ ${l}`).join("\n")}\n`;
+}
+
+function common(cmd: Command): Command {
+  return cmd.option("--config <file>", "JSON file with option values (flags given on the command line win)");
+}
+
+export function buildProgram(): Command {
+  const program = new Command("gm")
+    .description("gm: single-cell foundation models of the GeneMamba family — data, training, evaluation")
+    .version(GM_VERSION, "-V, --version")
+    .addOption(new Option("--log-level <level>", "log verbosity").choices(LOG_LEVELS).default("info"))
+    .addOption(new Option("--log-format <format>", "log format (default: pretty on a terminal, JSON lines otherwise)").choices(["json", "pretty"]))
+    .exitOverride()
+    .showHelpAfterError("(run with --help for usage)")
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) })
+    .addHelpText(
+      "after",
+      `\nExit codes: 0 ok, 1 internal error, 2 usage error, 3 bad input data, 4 output error, 130 interrupted.\nDocs: docs/cli.md, docs/formats.md.\n`,
+    );
+
+  common(
+    program
+      .command("simulate")
+      .description("write a realistic synthetic h5ad (negative-binomial counts, cell-type programs, batch effects)")
+      .option("--cells <n>", "number of cells", int("--cells", 1), 2000)
+      .option("--genes <n>", "number of genes", int("--genes", 10), 20000)
+      .option("--cell-types <k>", "number of cell types", int("--cell-types", 1), 8)
+      .option("--batches <b>", "number of batches", int("--batches", 1), 2)
+      .option("--seed <s>", "random seed (same seed, same file contents)", int("--seed", 0), 0)
+      .requiredOption("--out <file.h5ad>", "output h5ad file")
+      .addHelpText("after", examples(["gm simulate --cells 5000 --genes 20000 --cell-types 8 --batches 3 --seed 1 --out demo.h5ad"])),
+  ).action(lazy(() => import("./commands/simulate.js")));
+
+  common(
+    program
+      .command("preprocess")
+      .description("filter, depth-normalise and digest h5ad / 10x inputs into sharded Arrow cells, gene medians and a vocabulary")
+      .argument("[inputs...]", ".h5ad files, 10x .h5 files, 10x MEX folders, or folders holding them (searched recursively)")
+      .option("--out <dir>", "output folder")
+      .option("--counts-layer <name>", "matrix with raw counts: X, raw/X or a layer name (default: first of raw/X, X, layers/counts holding integers)")
+      .option("--gene-id-column <col>", "var column holding Ensembl ids (default: the var index, or a gene_ids/feature_id column)")
+      .option("--gene-map <file>", "JSON symbol -> Ensembl map for inputs identified by gene symbols")
+      .option("--vocab <file>", "vocabulary to keep (gm JSON, HF tokenizer.json or a gene list); default: protein_coding + miRNA genes")
+      .option("--min-genes <n>", "drop cells with fewer expressed genes", int("--min-genes", 0), 200)
+      .option("--target-sum <x>", "normalisation target: counts / n_counts * target_sum", positive("--target-sum"), 10000)
+      .option("--log1p", "store log1p of the normalised values (medians and tokens are unaffected)", false)
+      .option("--allow-non-integer", "accept non-integer counts", false)
+      .option("--workers <n>", "worker threads", int("--workers", 1), 1)
+      .option("--shard <K/N>", "process only the K-th of N slices of the sorted inputs (K is 1-based)")
+      .option("--merge <dirs...>", "combine the outputs of --shard runs into --out")
+      .option("--unit-cells <n>", "cells per work unit (and per output shard)", int("--unit-cells", 1), 20000)
+      .addHelpText(
+        "after",
+        examples([
+          "gm preprocess data/raw/*.h5ad --out data/pre --workers 2",
+          "gm preprocess pbmc.h5ad --out pre --counts-layer counts --gene-map gene_symbols.json --vocab vocab.json",
+          "gm preprocess data/raw --out pre-$SLURM_ARRAY_TASK_ID --shard $((SLURM_ARRAY_TASK_ID+1))/8",
+          "gm preprocess --merge pre-0 pre-1 pre-2 pre-3 pre-4 pre-5 pre-6 pre-7 --out data/pre",
+        ]),
+      ),
+  ).action(lazy(() => import("./commands/preprocess.js")));
+
+  common(
+    program
+      .command("tokenize")
+      .description("rank-value tokenize cells (Geneformer rule) into a Hugging Face datasets folder of Arrow shards")
+      .argument("[inputs...]", "a gm preprocess folder, or .h5ad / 10x inputs (cleaned as preprocess does)")
+      .option("--out <dir>", "output folder")
+      .option("--medians <file>", "gene medians JSON {ensembl_id: median} (gm preprocess writes gene_medians.json)")
+      .option("--vocab <file>", "vocabulary (default: the preprocess folder's vocab.json, else one next to --medians, else the medians' genes)")
+      .option("--max-len <n>", "maximum tokens per cell, specials included", int("--max-len", 1), 2048)
+      .option("--cls", "prepend [CLS] (added to the vocabulary if missing)", false)
+      .option("--eos", "append [EOS] (added to the vocabulary if missing)", false)
+      .option("--keep-columns <cols>", "obs columns to carry into the dataset (comma separated)", list, [])
+      .option("--workers <n>", "worker threads", int("--workers", 1), 1)
+      .option("--counts-layer <name>", "h5ad input: matrix with raw counts")
+      .option("--gene-id-column <col>", "h5ad input: var column holding Ensembl ids")
+      .option("--gene-map <file>", "h5ad input: JSON symbol -> Ensembl map")
+      .option("--min-genes <n>", "h5ad input: drop cells with fewer expressed genes", int("--min-genes", 0), 200)
+      .option("--target-sum <x>", "h5ad input: normalisation target", positive("--target-sum"), 10000)
+      .option("--allow-non-integer", "h5ad input: accept non-integer counts", false)
+      .option("--unit-cells <n>", "h5ad input: cells per work unit", int("--unit-cells", 1), 20000)
+      .addHelpText(
+        "after",
+        examples([
+          "gm tokenize data/pre --out data/tok --medians data/pre/gene_medians.json --max-len 2048",
+          "gm tokenize pancreas.h5ad --out tok/pancreas --medians data/pre/gene_medians.json --vocab data/pre/vocab.json --gene-map genes.json --counts-layer counts --cls --keep-columns cell_type,batch",
+        ]),
+      ),
+  ).action(lazy(() => import("./commands/tokenize.js")));
+
+  return program;
+}
+
+function lazy(load: () => Promise<{ run: Action }>) {
+  return async function (this: Command, ...params: unknown[]) {
+    const cmd = params[params.length - 1] as Command;
+    const opts = applyConfig(cmd, cmd.opts().config as string | undefined);
+    const global = cmd.parent?.opts() ?? {};
+    const log = createLogger(global.logLevel ?? "info", { pretty: global.logFormat ? global.logFormat === "pretty" : undefined });
+    const args = cmd.args.length ? cmd.args : ((opts.__inputs as string[] | undefined) ?? []);
+    const mod = await load();
+    await mod.run(opts, args, log);
+  };
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const program = buildProgram();
+  let interrupted = false;
+  process.on("SIGINT", () => {
+    if (interrupted) process.exit(ExitCode.interrupted);
+    interrupted = true;
+    process.stderr.write("\ngm: interrupted; finished units are kept and a re-run resumes\n");
+    process.exit(ExitCode.interrupted);
+  });
+  try {
+    await program.parseAsync(argv);
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      // help and version print themselves and exit 0; parse errors were printed by commander
+      process.exit(e.exitCode === 0 ? 0 : ExitCode.usage);
+    }
+    if (isGmError(e)) {
+      process.stderr.write(`gm: error: ${e.message}\n`);
+      process.exit(e.exitCode);
+    }
+    const err = e as Error;
+    process.stderr.write(`gm: internal error: ${err?.message ?? String(e)}\n`);
+    if (process.env.GM_DEBUG) process.stderr.write(`${err?.stack}\n`);
+    else process.stderr.write("gm: set GM_DEBUG=1 for the stack trace; please report this\n");
+    process.exit(ExitCode.internal);
+  }
+}
