@@ -13,3 +13,4 @@ export * from "./tokenize/unit.js";
 export * from "./preprocess/merge.js";
 export * from "./simulate/index.js";
 export * from "./tenx.js";
+export * from "./h5ad/write.js";

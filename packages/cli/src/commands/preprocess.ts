@@ -31,7 +31,7 @@ export async function run(o: Record<string, unknown>, inputs: string[], log: Log
     shard: o.shard ? parseShardSpec(String(o.shard)) : undefined,
   });
   log.info(
-    { ...r },
+    { ...r, peakRssMb: Math.round(process.resourceUsage().maxRSS / 1024) },
     `preprocess done: ${r.cellsOut} of ${r.cellsIn} cells kept from ${r.inputs} input(s), ${r.genesWithMedian} genes with a median, ${r.unitsRun} units run, ${r.unitsSkipped} resumed, ${r.seconds.toFixed(1)} s -> ${r.out}`,
   );
 }

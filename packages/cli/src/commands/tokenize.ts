@@ -29,7 +29,7 @@ export async function run(o: Record<string, unknown>, inputs: string[], log: Log
     unitCells: num(o.unitCells, "--unit-cells"),
   });
   log.info(
-    { ...r },
+    { ...r, peakRssMb: Math.round(process.resourceUsage().maxRSS / 1024) },
     `tokenize done: ${r.cellsOut} cells (${r.meanLength.toFixed(0)} tokens on average, ${r.truncated} truncated, ${r.droppedNoTokens} without tokens) in ${r.shards} shard(s), ${r.seconds.toFixed(1)} s -> ${r.out}`,
   );
 }
