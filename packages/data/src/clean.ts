@@ -18,6 +18,10 @@ export interface CleanOptions {
   blockRows: number;
   /** Obs columns to carry along (read per block). */
   obsColumns: string[];
+  /** Emit each cell's genes in ascending gene-table order (preprocess output); tokenize does not need it. */
+  sortGenes?: boolean;
+  /** Read the obs index (cell ids) with each block; tokenize does not need it. */
+  cellIds?: boolean;
 }
 
 export interface CleanStats {
@@ -47,6 +51,9 @@ export function addCleanStats(a: CleanStats, b: CleanStats): CleanStats {
 
 /** Kept cells of one block, struct-of-arrays. Genes are indices into plan.genes, ascending per cell. */
 export interface CleanBlock {
+  /** Rows read in this block (kept or not). */
+  nRows: number;
+  /** Kept cells. */
   nCells: number;
   /** Row of each kept cell within the block's obs frame. */
   obsRows: Int32Array;
@@ -65,13 +72,14 @@ export function* cleanRows(file: CellFile, plan: InputPlan, opts: CleanOptions, 
   const m = file.matrix(plan.countsLocation);
   const colToGene = plan.colToGene;
   const G = plan.genes.length;
-  const scratch = new Float64Array(G);
-  const touched = new Int32Array(G);
+  const hasDuplicates = plan.geneStats.duplicateColumns > 0;
+  const scratch = new Float64Array(hasDuplicates ? G : 0);
+  const touched = new Int32Array(hasDuplicates ? G : 0);
   const wantObs = plan.hasPrimaryColumn ? [...new Set(["is_primary_data", ...opts.obsColumns])] : opts.obsColumns;
   for (let a = rowStart; a < rowEnd; a += opts.blockRows) {
     const b = Math.min(rowEnd, a + opts.blockRows);
     const block = m.readBlock(a, b);
-    const obs = file.readObs(wantObs, a, b);
+    const obs = file.readObs(wantObs, a, b, opts.cellIds ?? true);
     const primary = plan.hasPrimaryColumn ? obs.columns.get("is_primary_data") : undefined;
     const n = block.nRows;
     const obsRows = new Int32Array(n);
@@ -85,6 +93,8 @@ export function* cleanRows(file: CellFile, plan: InputPlan, opts: CleanOptions, 
     let kept = 0;
     let k = 0;
     const { indices, data } = block;
+    const allowNonInteger = opts.allowNonInteger;
+    const minGenes = opts.minGenes;
     for (let r = 0; r < n; r++) {
       stats.cellsIn++;
       if (primary && !isTrue(primary, r)) {
@@ -93,47 +103,62 @@ export function* cleanRows(file: CellFile, plan: InputPlan, opts: CleanOptions, 
       }
       const s = block.indptr[r];
       const e = block.indptr[r + 1];
+      const k0 = k;
       let total = 0;
       let expressed = 0;
+      let sorted = true;
+      let prev = -1;
+      // One pass: validate, total over all genes, and (fast path, no duplicated ids) emit kept
+      // genes optimistically — rolled back if the cell is dropped.
       for (let j = s; j < e; j++) {
         const x = data[j];
-        if (!(x >= 0) || x === Infinity) {
-          const what = Number.isNaN(x) ? "NaN" : x === Infinity ? "an infinite value" : `a negative value (${x})`;
-          throw inputError(file.path, `${plan.countsLocation} holds ${what} at cell ${a + r} (${obs.index[r]}), gene column ${indices[j]}; counts must be non-negative finite numbers`);
-        }
-        if (x !== Math.floor(x) && !opts.allowNonInteger) {
-          throw inputError(file.path, `${plan.countsLocation} holds a non-integer value (${x}) at cell ${a + r} (${obs.index[r]}); raw counts are needed — pick another --counts-layer or pass --allow-non-integer`);
-        }
+        if (!(x >= 0 && x < Infinity)) throw badValue(file.path, plan.countsLocation, x, a + r, obs.index[r], indices[j]);
+        if (x !== Math.floor(x) && !allowNonInteger) throw nonInteger(file.path, plan.countsLocation, x, a + r, obs.index[r]);
         if (x > 0) {
           total += x;
           expressed++;
+          if (!hasDuplicates) {
+            const g = colToGene[indices[j]];
+            if (g >= 0) {
+              if (g < prev) sorted = false;
+              prev = g;
+              genes[k] = g;
+              counts[k++] = x;
+            }
+          }
         }
       }
       if (total === 0) {
+        k = k0;
         stats.droppedZeroCounts++;
         continue;
       }
-      if (expressed < opts.minGenes) {
+      if (expressed < minGenes) {
+        k = k0;
         stats.droppedMinGenes++;
         continue;
       }
-      // Collapse kept columns onto gene-table indices (duplicates summed).
-      let nt = 0;
-      for (let j = s; j < e; j++) {
-        const x = data[j];
-        if (x === 0) continue;
-        const g = colToGene[indices[j]];
-        if (g < 0) continue;
-        if (scratch[g] === 0) touched[nt++] = g;
-        scratch[g] += x;
-      }
-      const t = touched.subarray(0, nt);
-      t.sort();
-      for (let q = 0; q < nt; q++) {
-        const g = t[q];
-        genes[k] = g;
-        counts[k++] = scratch[g];
-        scratch[g] = 0;
+      if (!hasDuplicates) {
+        if (!sorted && opts.sortGenes) sortPairs(genes, counts, k0, k);
+      } else {
+        // Collapse kept columns onto gene-table indices (duplicates summed).
+        let nt = 0;
+        for (let j = s; j < e; j++) {
+          const x = data[j];
+          if (x === 0) continue;
+          const g = colToGene[indices[j]];
+          if (g < 0) continue;
+          if (scratch[g] === 0) touched[nt++] = g;
+          scratch[g] += x;
+        }
+        const t = touched.subarray(0, nt);
+        if (opts.sortGenes) t.sort();
+        for (let q = 0; q < nt; q++) {
+          const g = t[q];
+          genes[k] = g;
+          counts[k++] = scratch[g];
+          scratch[g] = 0;
+        }
       }
       obsRows[kept] = r;
       fileRows[kept] = a + r;
@@ -144,6 +169,7 @@ export function* cleanRows(file: CellFile, plan: InputPlan, opts: CleanOptions, 
     stats.cellsOut += kept;
     stats.nnzOut += k;
     yield {
+      nRows: n,
       nCells: kept,
       obsRows: obsRows.subarray(0, kept),
       fileRows: fileRows.subarray(0, kept),
@@ -170,4 +196,29 @@ function isTrue(col: NonNullable<ReturnType<DataFrame["columns"]["get"]>>, i: nu
     case "string":
       return /^(true|1)$/i.test(col.values[i]);
   }
+}
+
+/** Sort (gene, count) pairs of one cell by gene, in place (genes are unique within a cell). */
+function sortPairs(genes: Int32Array, counts: Float32Array, a: number, b: number): void {
+  const idx = Array.from({ length: b - a }, (_, i) => a + i);
+  idx.sort((x, y) => genes[x] - genes[y]);
+  const g = idx.map((i) => genes[i]);
+  const c = idx.map((i) => counts[i]);
+  for (let i = 0; i < g.length; i++) {
+    genes[a + i] = g[i];
+    counts[a + i] = c[i];
+  }
+}
+
+function cellLabel(row: number, id: string | undefined): string {
+  return id === undefined ? `cell ${row}` : `cell ${row} (${id})`;
+}
+
+function badValue(file: string, loc: string, x: number, row: number, id: string | undefined, col: number): Error {
+  const what = Number.isNaN(x) ? "NaN" : x === Infinity ? "an infinite value" : `a negative value (${x})`;
+  return inputError(file, `${loc} holds ${what} at ${cellLabel(row, id)}, gene column ${col}; counts must be non-negative finite numbers`);
+}
+
+function nonInteger(file: string, loc: string, x: number, row: number, id: string | undefined): Error {
+  return inputError(file, `${loc} holds a non-integer value (${x}) at ${cellLabel(row, id)}; raw counts are needed — pick another --counts-layer or pass --allow-non-integer`);
 }

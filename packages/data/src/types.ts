@@ -50,8 +50,8 @@ export interface CellFile {
   readonly var: DataFrame;
   /** Names of obs columns available (h5ad obs; 10x has none besides the barcode index). */
   obsColumns(): string[];
-  /** Read obs rows [start, end) of the named columns, plus the index. */
-  readObs(columns: string[], start: number, end: number): DataFrame;
+  /** Read obs rows [start, end) of the named columns, plus the index unless withIndex is false (then index is []). */
+  readObs(columns: string[], start: number, end: number, withIndex?: boolean): DataFrame;
   /** Candidate matrices by location ("X", "raw/X", "layers/<name>", "matrix"). */
   matrixLocations(): string[];
   /** Open a matrix; its genes are `varFor(location)`. */

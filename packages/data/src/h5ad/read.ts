@@ -211,11 +211,12 @@ class H5adFile implements CellFile {
     }
   }
 
-  private readDataFrame(g: H5Group, where: string, start?: number, end?: number, only?: string[]): DataFrame {
+  private readDataFrame(g: H5Group, where: string, start?: number, end?: number, only?: string[], withIndex = true): DataFrame {
     const indexName = attrString(g, "_index") ?? "_index";
     const idx = g.get(indexName);
     if (!isDataset(idx)) throw inputError(this.path, `${where}: index dataset '${indexName}' is missing`);
-    const index = toStrings(sliceColumn(idx, start, end));
+    // Variable-length strings are slow to read; callers that only filter rows skip the index.
+    const index = withIndex ? toStrings(sliceColumn(idx, start, end)) : [];
     const columns = new Map<string, Column>();
     for (const name of only ?? this.dataframeColumnNames(g)) {
       const el = g.get(name);
@@ -230,8 +231,8 @@ class H5adFile implements CellFile {
     return [...this.obsColumnNames];
   }
 
-  readObs(columns: string[], start: number, end: number): DataFrame {
-    return this.readDataFrame(this.obsGroup, "obs", start, end, columns);
+  readObs(columns: string[], start: number, end: number, withIndex = true): DataFrame {
+    return this.readDataFrame(this.obsGroup, "obs", start, end, columns, withIndex);
   }
 
   matrixLocations(): string[] {

@@ -70,7 +70,7 @@ export function processUnit(file: CellFile, task: UnitTask, onCells: (n: number)
   const shardAbs = path.join(outDir, shardRel);
   const shardTmp = tempNameFor(shardAbs);
   try {
-    for (const block of cleanRows(file, plan, { ...settings, obsColumns }, task.rowStart, task.rowEnd, stats)) {
+    for (const block of cleanRows(file, plan, { ...settings, obsColumns, sortGenes: true }, task.rowStart, task.rowEnd, stats)) {
       const n = block.nCells;
       const nnz = block.counts.length;
       const values = new Float32Array(nnz);
@@ -107,7 +107,7 @@ export function processUnit(file: CellFile, task: UnitTask, onCells: (n: number)
         fs.mkdirSync(path.dirname(shardAbs), { recursive: true });
         sink = new ArrowFileSink(shardTmp, new Schema(fields, metadata), "file");
       }
-      onCells(block.obs.index.length);
+      onCells(block.nRows);
       if (n === 0) continue;
       const ids: (string | null)[] = new Array(n);
       for (let c = 0; c < n; c++) ids[c] = block.obs.index[block.obsRows[c]];

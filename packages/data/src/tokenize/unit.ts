@@ -10,7 +10,7 @@ import { inputError, tempNameFor, writeJsonAtomic } from "@gm/core";
 import type { CellFile, Column } from "../types.js";
 import type { InputPlan } from "../plan.js";
 import { cleanRows, emptyCleanStats, type CleanStats } from "../clean.js";
-import { CellRanker } from "../rank.js";
+import { WasmRanker } from "../rank.js";
 import { ArrowFileSink, type BatchLocation } from "../arrow/sink.js";
 import { arrowTypeOfColumn, int64Data, listInt32Data, obsColumnData } from "../arrow/columns.js";
 
@@ -158,20 +158,12 @@ class PartWriter {
 }
 
 export class UnitTokenizer {
-  private readonly ranker: CellRanker;
+  private readonly ranker = new WasmRanker();
   private readonly out: Int32Array;
-  private readonly toks: Int32Array;
-  private readonly vals: Float64Array;
   private readonly room: number;
 
-  constructor(
-    private readonly settings: TokenizeSettings,
-    maxGenesPerCell: number,
-  ) {
-    this.ranker = new CellRanker(settings.vocabSize);
+  constructor(private readonly settings: TokenizeSettings) {
     this.out = new Int32Array(settings.maxLen);
-    this.toks = new Int32Array(maxGenesPerCell);
-    this.vals = new Float64Array(maxGenesPerCell);
     this.room = settings.maxLen - (settings.clsId !== null ? 1 : 0) - (settings.eosId !== null ? 1 : 0);
   }
 
@@ -181,20 +173,25 @@ export class UnitTokenizer {
    */
   cell(genes: Int32Array, counts: Float32Array, a: number, b: number, nCounts: number, tokenOf: Int32Array, medianOf: Float64Array): { n: number; truncated: boolean } {
     const ts = this.settings.targetSum;
+    // written straight into the rank kernel's memory
+    const toks = this.ranker.tokens;
+    const vals = this.ranker.values;
+    const cap = this.ranker.maxN;
     let m = 0;
     for (let j = a; j < b; j++) {
       const g = genes[j];
       const t = tokenOf[g];
       const c = counts[j];
       if (t < 0 || c === 0) continue;
-      this.toks[m] = t;
+      if (m === cap) throw new Error(`a cell holds more than ${cap} genes`);
+      toks[m] = t;
       // Geneformer's expression, in its operation order: X / n_counts * target_sum / median.
-      this.vals[m++] = ((c / nCounts) * ts) / medianOf[g];
+      vals[m++] = ((c / nCounts) * ts) / medianOf[g];
     }
     if (m === 0) return { n: 0, truncated: false };
     let k = 0;
     if (this.settings.clsId !== null) this.out[k++] = this.settings.clsId;
-    k += this.ranker.rank(this.toks, this.vals, m, this.out, k, this.room);
+    k += this.ranker.rank(m, this.out, k, this.room);
     if (this.settings.eosId !== null) this.out[k++] = this.settings.eosId;
     return { n: k, truncated: m > this.room };
   }
@@ -225,8 +222,8 @@ export async function tokenizeUnit(task: TokenizeUnitTask, table: { index: Map<s
     if (task.kind === "cells") {
       const stats = emptyCleanStats();
       const { tokenOf, medianOf } = mapGeneTable(task.plan.genes, table);
-      const tok = new UnitTokenizer(s, task.plan.genes.length);
-      for (const block of cleanRows(file!, task.plan, { ...s, obsColumns: s.keepColumns }, task.rowStart, task.rowEnd, stats)) {
+      const tok = new UnitTokenizer(s);
+      for (const block of cleanRows(file!, task.plan, { ...s, obsColumns: s.keepColumns, cellIds: false }, task.rowStart, task.rowEnd, stats)) {
         const cols = s.keepColumns.map((c) => block.obs.columns.get(c)!);
         for (let c = 0; c < block.nCells; c++) {
           const r = tok.cell(block.genes, block.counts, block.indptr[c], block.indptr[c + 1], block.nCounts[c], tokenOf, medianOf);
@@ -239,7 +236,7 @@ export async function tokenizeUnit(task: TokenizeUnitTask, table: { index: Map<s
           res.cellsOut++;
           res.tokens += r.n;
         }
-        onCells(block.obs.index.length);
+        onCells(block.nRows);
       }
       res.cellsIn = stats.cellsIn;
       res.clean = stats;
@@ -252,7 +249,7 @@ export async function tokenizeUnit(task: TokenizeUnitTask, table: { index: Map<s
       const genes = JSON.parse(meta.get("gm:genes") ?? "null") as string[] | null;
       if (!genes) throw inputError(task.shardPath, "is not a gm preprocess shard (no gm:genes metadata)");
       const { tokenOf, medianOf } = mapGeneTable(genes, table);
-      const tok = new UnitTokenizer(s, genes.length);
+      const tok = new UnitTokenizer(s);
       for await (const batch of reader) {
         const geneCol = batch.getChild("gene_index")!.data[0];
         const countCol = batch.getChild("counts")!.data[0];
