@@ -1,17 +1,32 @@
 import { describe, expect, it } from "vitest";
-import { CellRanker, rankByComparator } from "@gm/data";
+import { execFileSync, spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { CellRanker, WasmRanker, rankByComparator } from "@gm/data";
+import { repoRoot } from "../../../tests/helpers/paths.js";
 
 function lcg(seed: number) {
   let s = seed >>> 0;
   return () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 4294967296);
 }
 
+const wasm = new WasmRanker();
+
+/** Both rankers (JS and the WebAssembly kernel) against the comparator sort. */
 function check(tokens: number[], values: number[], limit = tokens.length) {
+  const want = rankByComparator(tokens, values).slice(0, Math.min(limit, tokens.length));
   const r = new CellRanker(40000);
   const out = new Int32Array(tokens.length + 3);
   const n = r.rank(Int32Array.from(tokens), Float64Array.from(values), tokens.length, out, 2, limit);
-  expect(n).toBe(Math.min(limit, tokens.length));
-  expect(Array.from(out.subarray(2, 2 + n))).toEqual(rankByComparator(tokens, values).slice(0, n));
+  expect(n).toBe(want.length);
+  expect(Array.from(out.subarray(2, 2 + n))).toEqual(want);
+  wasm.tokens.set(tokens);
+  wasm.values.set(values);
+  const out2 = new Int32Array(tokens.length + 3);
+  const n2 = wasm.rank(tokens.length, out2, 1, limit);
+  expect(n2).toBe(want.length);
+  expect(Array.from(out2.subarray(1, 1 + n2))).toEqual(want);
 }
 
 function distinctTokens(rnd: () => number, n: number, max = 32000): number[] {
@@ -20,7 +35,7 @@ function distinctTokens(rnd: () => number, n: number, max = 32000): number[] {
   return [...set];
 }
 
-describe("CellRanker (value desc, token asc)", () => {
+describe("CellRanker and WasmRanker (value desc, token asc)", () => {
   it("matches a comparator sort on realistic cells", () => {
     const rnd = lcg(1);
     for (let c = 0; c < 50; c++) {
@@ -55,5 +70,14 @@ describe("CellRanker (value desc, token asc)", () => {
     };
     const vals = [base, next(base), next(next(base)), base, next(base)];
     check([10, 11, 12, 9, 8], vals);
+  });
+});
+
+const clang = ["clang-14", "clang"].find((c) => spawnSync(c, ["--version"], { stdio: "ignore" }).status === 0);
+describe.skipIf(!clang)("the committed rank.wasm", () => {
+  it("is what scripts/build-wasm.sh builds from native/wasm/rank.c", () => {
+    const fresh = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "gm-wasm-")), "rank.wasm");
+    execFileSync(path.join(repoRoot, "scripts/build-wasm.sh"), [fresh], { env: { ...process.env, CLANG: clang! } });
+    expect(fs.readFileSync(fresh).equals(fs.readFileSync(path.join(repoRoot, "packages/data/wasm/rank.wasm")))).toBe(true);
   });
 });
