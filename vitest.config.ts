@@ -9,7 +9,7 @@ export default defineConfig({
     hookTimeout: 120_000,
     pool: "forks",
     maxWorkers: 2,
-    reporters: ["default"],
+    reporters: ["default", "./scripts/vitest-summary.ts"],
     env: { GM_LOG_LEVEL: "error", GM_NO_PROGRESS: "1" },
   },
 });
