@@ -10,6 +10,18 @@ export const hasShared = fs.existsSync(path.join(sharedData, "h5ad"));
 export const shared = (...p: string[]) => path.join(sharedData, ...p);
 export const gmBin = path.join(repoRoot, "packages/cli/bin/gm.js");
 
+const made: string[] = [];
+let hooked = false;
+
+/** A fresh temporary folder, removed when the test process exits (GM_KEEP_TMP=1 keeps it). */
 export function tmpDir(prefix = "gm-test-"): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  made.push(d);
+  if (!hooked && !process.env.GM_KEEP_TMP) {
+    hooked = true;
+    process.once("exit", () => {
+      for (const m of made) fs.rmSync(m, { recursive: true, force: true });
+    });
+  }
+  return d;
 }

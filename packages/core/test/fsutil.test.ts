@@ -3,24 +3,25 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { writeJsonAtomic, removeStaleTemporaries, tempNameFor, readJsonFile, GmError } from "@gm/core";
+import { tmpDir } from "../../../tests/helpers/paths.js";
 
 describe("atomic writes", () => {
   it("writes through a temporary and leaves no temporaries behind", () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "gm-core-"));
+    const dir = tmpDir("gm-core-");
     const target = path.join(dir, "a.json");
     writeJsonAtomic(target, { x: 1 });
     expect(JSON.parse(fs.readFileSync(target, "utf8"))).toEqual({ x: 1 });
     expect(fs.readdirSync(dir)).toEqual(["a.json"]);
   });
   it("removes stale temporaries of a crashed run", () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "gm-core-"));
+    const dir = tmpDir("gm-core-");
     fs.writeFileSync(tempNameFor(path.join(dir, "b.arrow")), "half");
     fs.writeFileSync(path.join(dir, "keep.txt"), "x");
     expect(removeStaleTemporaries(dir)).toBe(1);
     expect(fs.readdirSync(dir)).toEqual(["keep.txt"]);
   });
   it("reports missing and malformed JSON as GmError with the file name", () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "gm-core-"));
+    const dir = tmpDir("gm-core-");
     expect(() => readJsonFile(path.join(dir, "nope.json"), "vocabulary")).toThrow(/nope\.json: vocabulary not found/);
     fs.writeFileSync(path.join(dir, "bad.json"), "{");
     try {

@@ -4,7 +4,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { CellRanker, WasmRanker, rankByComparator } from "@gm/data";
-import { repoRoot } from "../../../tests/helpers/paths.js";
+import { repoRoot, tmpDir } from "../../../tests/helpers/paths.js";
 
 function lcg(seed: number) {
   let s = seed >>> 0;
@@ -76,7 +76,7 @@ describe("CellRanker and WasmRanker (value desc, token asc)", () => {
 const clang = ["clang-14", "clang"].find((c) => spawnSync(c, ["--version"], { stdio: "ignore" }).status === 0);
 describe.skipIf(!clang)("the committed rank.wasm", () => {
   it("is what scripts/build-wasm.sh builds from native/wasm/rank.c", () => {
-    const fresh = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "gm-wasm-")), "rank.wasm");
+    const fresh = path.join(tmpDir("gm-wasm-"), "rank.wasm");
     execFileSync(path.join(repoRoot, "scripts/build-wasm.sh"), [fresh], { env: { ...process.env, CLANG: clang! } });
     expect(fs.readFileSync(fresh).equals(fs.readFileSync(path.join(repoRoot, "packages/data/wasm/rank.wasm")))).toBe(true);
   });
