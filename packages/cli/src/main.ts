@@ -14,6 +14,18 @@ function examples(lines: string[]): string {
   return `\nExamples:\n${lines.map((l) => `  $ ${l}`).join("\n")}\n`;
 }
 
+/** Input cleaning options, shared by preprocess and tokenize (for its h5ad / 10x inputs). */
+function cleaningOptions(cmd: Command, prefix: string): Command {
+  return cmd
+    .option("--counts-layer <name>", `${prefix}matrix with raw counts: X, raw/X or a layer name (default: first of raw/X, X, layers/counts holding integers)`)
+    .option("--gene-id-column <col>", `${prefix}var column holding Ensembl ids (default: the var index, or a gene_ids/feature_id column)`)
+    .option("--gene-map <file>", `${prefix}JSON symbol -> Ensembl map for inputs identified by gene symbols`)
+    .option("--min-genes <n>", `${prefix}drop cells with fewer expressed genes`, int("--min-genes", 0), 200)
+    .option("--target-sum <x>", `${prefix}normalisation target: counts / n_counts * target_sum`, positive("--target-sum"), 10000)
+    .option("--allow-non-integer", `${prefix}accept non-integer counts`, false)
+    .option("--unit-cells <n>", `${prefix}cells per work unit (and per output shard)`, int("--unit-cells", 1), 20000);
+}
+
 function common(cmd: Command): Command {
   return cmd.option("--config <file>", "JSON file with option values (flags given on the command line win)");
 }
@@ -46,23 +58,18 @@ export function buildProgram(): Command {
   ).action(lazy(() => import("./commands/simulate.js")));
 
   common(
-    program
-      .command("preprocess")
+    cleaningOptions(
+      program.command("preprocess"),
+      "",
+    )
       .description("filter, depth-normalise and digest h5ad / 10x inputs into sharded Arrow cells, gene medians and a vocabulary")
       .argument("[inputs...]", ".h5ad files, 10x .h5 files, 10x MEX folders, or folders holding them (searched recursively)")
       .option("--out <dir>", "output folder")
-      .option("--counts-layer <name>", "matrix with raw counts: X, raw/X or a layer name (default: first of raw/X, X, layers/counts holding integers)")
-      .option("--gene-id-column <col>", "var column holding Ensembl ids (default: the var index, or a gene_ids/feature_id column)")
-      .option("--gene-map <file>", "JSON symbol -> Ensembl map for inputs identified by gene symbols")
       .option("--vocab <file>", "vocabulary to keep (gm JSON, HF tokenizer.json or a gene list); default: protein_coding + miRNA genes")
-      .option("--min-genes <n>", "drop cells with fewer expressed genes", int("--min-genes", 0), 200)
-      .option("--target-sum <x>", "normalisation target: counts / n_counts * target_sum", positive("--target-sum"), 10000)
       .option("--log1p", "store log1p of the normalised values (medians and tokens are unaffected)", false)
-      .option("--allow-non-integer", "accept non-integer counts", false)
       .option("--workers <n>", "worker threads", int("--workers", 1), 1)
       .option("--shard <K/N>", "process only the K-th of N slices of the sorted inputs (K is 1-based)")
       .option("--merge <dirs...>", "combine the outputs of --shard runs into --out")
-      .option("--unit-cells <n>", "cells per work unit (and per output shard)", int("--unit-cells", 1), 20000)
       .addHelpText(
         "after",
         examples([
@@ -75,8 +82,10 @@ export function buildProgram(): Command {
   ).action(lazy(() => import("./commands/preprocess.js")));
 
   common(
-    program
-      .command("tokenize")
+    cleaningOptions(
+      program.command("tokenize"),
+      "h5ad input: ",
+    )
       .description("rank-value tokenize cells (Geneformer rule) into a Hugging Face datasets folder of Arrow shards")
       .argument("[inputs...]", "a gm preprocess folder, or .h5ad / 10x inputs (cleaned as preprocess does)")
       .option("--out <dir>", "output folder")
@@ -87,13 +96,6 @@ export function buildProgram(): Command {
       .option("--eos", "append [EOS] (added to the vocabulary if missing)", false)
       .option("--keep-columns <cols>", "obs columns to carry into the dataset (comma separated)", list, [])
       .option("--workers <n>", "worker threads", int("--workers", 1), 1)
-      .option("--counts-layer <name>", "h5ad input: matrix with raw counts")
-      .option("--gene-id-column <col>", "h5ad input: var column holding Ensembl ids")
-      .option("--gene-map <file>", "h5ad input: JSON symbol -> Ensembl map")
-      .option("--min-genes <n>", "h5ad input: drop cells with fewer expressed genes", int("--min-genes", 0), 200)
-      .option("--target-sum <x>", "h5ad input: normalisation target", positive("--target-sum"), 10000)
-      .option("--allow-non-integer", "h5ad input: accept non-integer counts", false)
-      .option("--unit-cells <n>", "h5ad input: cells per work unit", int("--unit-cells", 1), 20000)
       .addHelpText(
         "after",
         examples([

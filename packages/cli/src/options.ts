@@ -26,3 +26,17 @@ export function num(v: unknown, name: string): number {
   if (!Number.isFinite(n)) throw new InvalidArgumentError(`${name} must be a number`);
   return n;
 }
+
+/** The cleaning options of preprocess and tokenize, from parsed flags / config values. */
+export function cleaningSettings(o: Record<string, unknown>) {
+  return {
+    countsLayer: o.countsLayer as string | undefined,
+    geneIdColumn: o.geneIdColumn as string | undefined,
+    geneMap: o.geneMap as string | undefined,
+    minGenes: num(o.minGenes, "--min-genes"),
+    targetSum: num(o.targetSum, "--target-sum"),
+    allowNonInteger: Boolean(o.allowNonInteger),
+    unitCells: num(o.unitCells, "--unit-cells"),
+    workers: num(o.workers, "--workers"),
+  };
+}

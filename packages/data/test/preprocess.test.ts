@@ -1,12 +1,11 @@
 import { describe, expect, it, beforeAll } from "vitest";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import h5wasm from "h5wasm/node";
 import { RecordBatchReader } from "apache-arrow";
 import { mergePreprocess, preprocess, PREPROCESS_DEFAULTS } from "@gm/data";
 import { hasShared, shared, tmpDir } from "../../../tests/helpers/paths.js";
+import { PBMC_COUNTS as H5AD, readPbmcCounts } from "../../../tests/helpers/pbmc.js";
 
-const H5AD = shared("h5ad/pbmc68k_reduced_counts.h5ad");
 const VOCAB = shared("genes/vocab_25426.json");
 const GENE_MAP = shared("genes/gene_symbols.json");
 const LEGACY = [shared("h5ad/pbmc_10k_protein_v3_legacy.h5ad"), shared("h5ad/pbmc_5k_protein_v3_legacy.h5ad")];
@@ -15,13 +14,7 @@ const base = { ...PREPROCESS_DEFAULTS, geneMap: GENE_MAP, vocab: VOCAB };
 
 /** Exact medians of the non-zero normalised values (counts / n_counts * 1e4) per Ensembl id, read independently. */
 async function exactMedians(minGenes: number): Promise<Map<string, { median: number; n: number; sorted: number[] }>> {
-  await h5wasm.ready;
-  const f = new h5wasm.File(H5AD, "r");
-  const indptr = Array.from(f.get("layers/counts/indptr").value as BigInt64Array, Number);
-  const indices = f.get("layers/counts/indices").value as Int32Array;
-  const data = f.get("layers/counts/data").value as Int32Array;
-  const genes = f.get("var/index").value as string[];
-  f.close();
+  const { indptr, indices, data, genes } = await readPbmcCounts();
   const symbols = (JSON.parse(fs.readFileSync(GENE_MAP, "utf8")) as { symbol_to_ensembl: Record<string, string> }).symbol_to_ensembl;
   const values = new Map<string, number[]>();
   for (let r = 0; r + 1 < indptr.length; r++) {

@@ -5,26 +5,18 @@
 import { describe, expect, it, beforeAll } from "vitest";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import h5wasm from "h5wasm/node";
 import { RecordBatchStreamReader, RecordBatchReader } from "apache-arrow";
 import { preprocess, tokenize, PREPROCESS_DEFAULTS, TOKENIZE_DEFAULTS } from "@gm/data";
 import { hasShared, shared, tmpDir } from "../../../tests/helpers/paths.js";
+import { PBMC_COUNTS as H5AD, readPbmcCounts } from "../../../tests/helpers/pbmc.js";
 
-const H5AD = shared("h5ad/pbmc68k_reduced_counts.h5ad");
 const VOCAB = shared("genes/vocab_25426.json");
 const MEDIANS = shared("genes/gene_medians_v1.json");
 const GENE_MAP = shared("genes/gene_symbols.json");
 
 /** Geneformer V1 over a dense matrix, written from the algorithm's description (not from gm's code). */
 async function referenceTokens(minGenes: number, maxLen: number, cls: number | null): Promise<{ tokens: number[][]; cellIds: string[] }> {
-  await h5wasm.ready;
-  const f = new h5wasm.File(H5AD, "r");
-  const indptr = Array.from(f.get("layers/counts/indptr").value as BigInt64Array, Number);
-  const indices = f.get("layers/counts/indices").value as Int32Array;
-  const data = f.get("layers/counts/data").value as Int32Array;
-  const genes = f.get("var/index").value as string[];
-  const cells = f.get("obs/index").value as string[];
-  f.close();
+  const { indptr, indices, data, genes, cells } = await readPbmcCounts();
   const nCells = cells.length;
   const nGenes = genes.length;
   const dense: number[][] = Array.from({ length: nCells }, () => new Array(nGenes).fill(0));

@@ -1,7 +1,7 @@
 import type { Logger } from "@gm/core";
 import { usageError } from "@gm/core";
 import { mergePreprocess, parseShardSpec, preprocess, PREPROCESS_DEFAULTS } from "@gm/data";
-import { num } from "../options.js";
+import { cleaningSettings, num } from "../options.js";
 
 export async function run(o: Record<string, unknown>, inputs: string[], log: Logger): Promise<void> {
   const out = o.out as string | undefined;
@@ -18,16 +18,9 @@ export async function run(o: Record<string, unknown>, inputs: string[], log: Log
     ...PREPROCESS_DEFAULTS,
     inputs,
     out,
-    countsLayer: o.countsLayer as string | undefined,
-    geneIdColumn: o.geneIdColumn as string | undefined,
-    geneMap: o.geneMap as string | undefined,
+    ...cleaningSettings(o),
     vocab: o.vocab as string | undefined,
-    minGenes: num(o.minGenes, "--min-genes"),
-    targetSum: num(o.targetSum, "--target-sum"),
     log1p: Boolean(o.log1p),
-    allowNonInteger: Boolean(o.allowNonInteger),
-    workers: num(o.workers, "--workers"),
-    unitCells: num(o.unitCells, "--unit-cells"),
     shard: o.shard ? parseShardSpec(String(o.shard)) : undefined,
   });
   log.info(

@@ -1,7 +1,7 @@
 import type { Logger } from "@gm/core";
 import { usageError } from "@gm/core";
 import { tokenize, TOKENIZE_DEFAULTS } from "@gm/data";
-import { num } from "../options.js";
+import { cleaningSettings, num } from "../options.js";
 
 export async function run(o: Record<string, unknown>, inputs: string[], log: Logger): Promise<void> {
   const out = o.out as string | undefined;
@@ -13,20 +13,13 @@ export async function run(o: Record<string, unknown>, inputs: string[], log: Log
     ...TOKENIZE_DEFAULTS,
     input: inputs,
     out,
+    ...cleaningSettings(o),
     medians: String(o.medians),
     vocab: o.vocab as string | undefined,
     maxLen: num(o.maxLen, "--max-len"),
     cls: Boolean(o.cls),
     eos: Boolean(o.eos),
     keepColumns: Array.isArray(keep) ? keep.map(String) : typeof keep === "string" ? keep.split(",").filter(Boolean) : [],
-    workers: num(o.workers, "--workers"),
-    countsLayer: o.countsLayer as string | undefined,
-    geneIdColumn: o.geneIdColumn as string | undefined,
-    geneMap: o.geneMap as string | undefined,
-    minGenes: num(o.minGenes, "--min-genes"),
-    targetSum: num(o.targetSum, "--target-sum"),
-    allowNonInteger: Boolean(o.allowNonInteger),
-    unitCells: num(o.unitCells, "--unit-cells"),
   });
   log.info(
     { ...r, peakRssMb: Math.round(process.resourceUsage().maxRSS / 1024) },

@@ -129,6 +129,7 @@ export function toFloat64(v: unknown): Float64Array {
   if (ArrayBuffer.isView(v)) return Float64Array.from(v as unknown as ArrayLike<number>);
   if (Array.isArray(v)) return Float64Array.from(v.map(Number));
   if (typeof v === "number" || typeof v === "bigint") return Float64Array.of(Number(v));
+  if (v === null || v === undefined) return new Float64Array(0);
   throw new Error(`expected a numeric array, got ${typeof v}`);
 }
 

@@ -332,17 +332,26 @@ class DenseMatrix implements MatrixSource {
   }
 }
 
-class CsrMatrix implements MatrixSource {
-  readonly layout = "csr";
+/** The three datasets of an AnnData sparse matrix group. */
+abstract class SparseMatrix implements MatrixSource {
+  abstract readonly layout: string;
   constructor(
-    private readonly path: string,
+    protected readonly path: string,
     readonly location: string,
-    private readonly data: H5Dataset,
-    private readonly indices: H5Dataset,
-    private readonly indptr: H5Dataset,
+    protected readonly data: H5Dataset,
+    protected readonly indices: H5Dataset,
+    protected readonly indptr: H5Dataset,
     readonly nCells: number,
     readonly nGenes: number,
-  ) {
+  ) {}
+  abstract readBlock(start: number, end: number): CsrBlock;
+}
+
+class CsrMatrix extends SparseMatrix {
+  readonly layout = "csr";
+  constructor(...args: ConstructorParameters<typeof SparseMatrix>) {
+    super(...args);
+    const { indptr, nCells, path, location } = this;
     const n = (indptr.shape ?? [0])[0];
     if (n !== nCells + 1) throw inputError(path, `${location}/indptr has ${n} entries, expected ${nCells + 1}`);
   }
@@ -381,18 +390,9 @@ class CsrMatrix implements MatrixSource {
  * once in memory, which is bounded by GM_CSC_MAX_BYTES (default 2 GiB, ~12 bytes per non-zero);
  * larger CSC inputs get a clear error asking for a CSR copy.
  */
-class CscMatrix implements MatrixSource {
+class CscMatrix extends SparseMatrix {
   readonly layout = "csc";
   private csr?: { indptr: Float64Array; indices: Int32Array; data: Float32Array | Float64Array };
-  constructor(
-    private readonly path: string,
-    readonly location: string,
-    private readonly data: H5Dataset,
-    private readonly indices: H5Dataset,
-    private readonly indptr: H5Dataset,
-    readonly nCells: number,
-    readonly nGenes: number,
-  ) {}
 
   private transpose() {
     const nnz = (this.data.shape ?? [0])[0];

@@ -17,7 +17,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { inputError, isGmError } from "@gm/core";
 import type { CellFile, CsrBlock, DataFrame, MatrixSource } from "../types.js";
-import { h5ready, h5wasm, isDataset, isGroup, takeHdf5Diagnostic, type H5Dataset, type H5File } from "../h5ad/h5.js";
+import { h5ready, h5wasm, isDataset, isGroup, takeHdf5Diagnostic, toFloat64, type H5Dataset, type H5File } from "../h5ad/h5.js";
 import { TenxCellFile, checkRowRange, featureFrame, sortRows } from "./common.js";
 
 const HDF5_SIGNATURE = Buffer.from([0x89, 0x48, 0x44, 0x46, 0x0d, 0x0a, 0x1a, 0x0a]);
@@ -82,20 +82,6 @@ function toStrings(v: unknown): string[] {
   return [String(v)];
 }
 
-/** A numeric dataset read whole as plain numbers (exact up to 2^53). */
-function toNumbers(v: unknown): Float64Array {
-  if (v instanceof Float64Array) return v;
-  if (v instanceof BigInt64Array || v instanceof BigUint64Array) {
-    const out = new Float64Array(v.length);
-    for (let i = 0; i < v.length; i++) out[i] = Number(v[i]);
-    return out;
-  }
-  if (ArrayBuffer.isView(v)) return Float64Array.from(v as unknown as ArrayLike<number>);
-  if (typeof v === "number" || typeof v === "bigint") return Float64Array.of(Number(v));
-  if (Array.isArray(v)) return Float64Array.from(v, Number);
-  return new Float64Array(0);
-}
-
 interface Located {
   /** The matrix group's path, e.g. "matrix" or "GRCh38". */
   group: string;
@@ -145,7 +131,7 @@ function openMatrix(file: string, f: H5File, loc: Located, isOpen: () => boolean
     return s[0];
   };
 
-  const shape = toNumbers(dataset("shape", "matrix dimensions").value);
+  const shape = toFloat64(dataset("shape", "matrix dimensions").value);
   if (shape.length !== 2) throw inputError(file, `dataset "${g}/shape" must hold [n_features, n_barcodes], holds ${shape.length} values`);
   const [nGenes, nCells] = [shape[0], shape[1]];
 
@@ -183,7 +169,7 @@ function openMatrix(file: string, f: H5File, loc: Located, isOpen: () => boolean
   const indptrDs = dataset("indptr", "per-barcode offsets");
   const indicesDs = dataset("indices", "feature index of each value");
   const dataDs = dataset("data", "count values");
-  const indptr = toNumbers(indptrDs.value);
+  const indptr = toFloat64(indptrDs.value);
   const nnz = length(dataDs);
   if (indptr.length !== nCells + 1) {
     throw inputError(file, `dataset "${g}/indptr" has ${indptr.length} entries, expected ${nCells + 1} (barcodes + 1); the file is corrupt`);
