@@ -4,7 +4,7 @@
  * packages/data/wasm/rank.wasm by scripts/build-wasm.sh (clang --target=wasm32, no libc).
  *
  * Keys: for a positive double v, ~bits(v) & 0x7fff... orders ascending exactly as v orders
- * descending. One bucket pass on the top 12 bits of (key - min key) spreads a cell nearly uniformly
+ * descending. One bucket pass on the top bits of (key - min key) (~one key per bucket) spreads a cell nearly uniformly
  * (values span a few octaves); each bucket is then sorted exactly on (key, token) — insertion sort
  * for small buckets, shell sort for crowded ones (many equal values) — so the result is exact.
  */
@@ -52,8 +52,8 @@ static void shell_sort(uint64_t *k, int32_t *t, int a, int e) {
 static uint32_t start[NBUCKETS + 1];
 static uint32_t bucket_of[MAXN];
 
-/* Sorts values[0..n) / tokens[0..n); writes min(n, limit) tokens to out; returns that count. */
-__attribute__((export_name("rank"))) int32_t rank(int32_t n, int32_t limit) {
+/* Sorts values[0..n) / tokens[0..n); writes min(n, limit) tokens to dst; returns that count. */
+static int32_t rank_core(int32_t n, int32_t limit, int32_t *dst) {
   if (n <= 0) return 0;
   if (n > MAXN) return -1;
   uint64_t lo = ~(uint64_t)0, hi = 0;
@@ -65,10 +65,12 @@ __attribute__((export_name("rank"))) int32_t rank(int32_t n, int32_t limit) {
     if (k < lo) lo = k;
     if (k > hi) hi = k;
   }
-  /* buckets on the top BUCKET_BITS bits of (k - lo) */
+  /* about one key per bucket: 2^ceil(log2 n) buckets (at most NBUCKETS) on the top bits of (k - lo) */
+  uint32_t want = 16;
+  while (want < (uint32_t)n && want < NBUCKETS) want <<= 1;
   uint64_t range = hi - lo;
   int shift = 0;
-  while ((range >> shift) >= NBUCKETS) shift++;
+  while ((range >> shift) >= want) shift++;
   int nb = (int)(range >> shift) + 1;
   for (int b = 0; b <= nb; b++) start[b] = 0;
   for (int i = 0; i < n; i++) {
@@ -105,6 +107,102 @@ __attribute__((export_name("rank"))) int32_t rank(int32_t n, int32_t limit) {
     }
     a = e;
   }
-  for (int i = 0; i < m; i++) out[i] = tB[i];
+  for (int i = 0; i < m; i++) dst[i] = tB[i];
   return m;
+}
+
+__attribute__((export_name("rank"))) int32_t rank(int32_t n, int32_t limit) { return rank_core(n, limit, out); }
+
+/* ---- whole row blocks: cleaning + values + ranking in one call ------------------------------ */
+
+/*
+ * A dynamically sized arena after the static data, for the block's input and output arrays.
+ * JS asks for `bytes`, gets the base address, and lays its arrays out there (8-byte aligned).
+ */
+extern unsigned char __heap_base;
+__attribute__((export_name("arena"))) uint32_t arena(uint32_t bytes) {
+  uint32_t base = ((uint32_t)&__heap_base + 15u) & ~15u;
+  uint32_t need = base + bytes;
+  uint32_t have = (uint32_t)__builtin_wasm_memory_size(0) * 65536u;
+  if (need > have) {
+    uint32_t pages = (need - have + 65535u) / 65536u;
+    if (__builtin_wasm_memory_grow(0, pages) == (uint32_t)-1) return 0;
+  }
+  return base;
+}
+
+/* Where the first bad value of a block was found (see tokenize_block's return value). */
+static int32_t err_row, err_col;
+static double err_value;
+__attribute__((export_name("err_row"))) int32_t get_err_row(void) { return err_row; }
+__attribute__((export_name("err_col"))) int32_t get_err_col(void) { return err_col; }
+__attribute__((export_name("err_value"))) double get_err_value(void) { return err_value; }
+
+static double counts_tmp[MAXN];
+
+/*
+ * Tokenizes rows [0, n_rows) of a CSR block exactly as gm's JS path does (clean.ts + tokenize
+ * UnitTokenizer): a row is skipped when primary[r] == 0 (status 1); every stored value of the other
+ * rows must be finite and >= 0 (else return 1) and, unless allow_non_integer, an integer (else
+ * return 2); n_counts = sum of positive values over all columns; rows with n_counts == 0 (status 2)
+ * or fewer than min_genes positive values (status 3) are dropped; kept columns (col_token >= 0)
+ * give v = counts / n_counts * target_sum / col_median, counts rounded to float32 as the JS path
+ * stores them; the row's tokens are [cls] + top `room` by (v desc, token asc) + [eos]; a row with
+ * no kept gene gets status 4. Kept rows get status 0 and their tokens at out_tok[out_off[r]...].
+ * out_off has n_rows + 1 entries (dropped rows take no space). truncated[r] = 1 when cut to room.
+ */
+__attribute__((export_name("tokenize_block"))) int32_t tokenize_block(
+    int32_t n_rows, const int32_t *indptr, const int32_t *indices, const void *data, int32_t data_is_f64,
+    const uint8_t *primary, const int32_t *col_token, const double *col_median, int32_t min_genes,
+    int32_t allow_non_integer, double target_sum, int32_t room, int32_t cls_id, int32_t eos_id,
+    int32_t *out_tok, int32_t *out_off, uint8_t *status, uint8_t *truncated) {
+  const float *d32 = (const float *)data;
+  const double *d64 = (const double *)data;
+  int32_t k = 0;
+  out_off[0] = 0;
+  for (int32_t r = 0; r < n_rows; r++) {
+    truncated[r] = 0;
+    if (primary && !primary[r]) {
+      status[r] = 1;
+      out_off[r + 1] = k;
+      continue;
+    }
+    int32_t s = indptr[r], e = indptr[r + 1];
+    double total = 0;
+    int32_t expressed = 0, m = 0;
+    for (int32_t j = s; j < e; j++) {
+      double x = data_is_f64 ? d64[j] : (double)d32[j];
+      if (!(x >= 0 && x < __builtin_inf())) {
+        err_row = r; err_col = indices[j]; err_value = x;
+        return 1;
+      }
+      if (!allow_non_integer && x != __builtin_floor(x)) {
+        err_row = r; err_col = indices[j]; err_value = x;
+        return 2;
+      }
+      if (x > 0) {
+        total += x;
+        expressed++;
+        int32_t t = col_token[indices[j]];
+        if (t >= 0) {
+          if (m >= MAXN) { err_row = r; err_col = -1; err_value = m; return 3; }
+          tokens[m] = t;
+          counts_tmp[m] = (double)(float)x;
+          values[m] = col_median[indices[j]]; /* the median, for now */
+          m++;
+        }
+      }
+    }
+    if (total == 0) { status[r] = 2; out_off[r + 1] = k; continue; }
+    if (expressed < min_genes) { status[r] = 3; out_off[r + 1] = k; continue; }
+    if (m == 0) { status[r] = 4; out_off[r + 1] = k; continue; }
+    for (int32_t i = 0; i < m; i++) values[i] = ((counts_tmp[i] / total) * target_sum) / values[i];
+    if (cls_id >= 0) out_tok[k++] = cls_id;
+    k += rank_core(m, room, out_tok + k);
+    if (eos_id >= 0) out_tok[k++] = eos_id;
+    truncated[r] = m > room;
+    status[r] = 0;
+    out_off[r + 1] = k;
+  }
+  return 0;
 }

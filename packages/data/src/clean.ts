@@ -8,7 +8,7 @@
  * matrix; drop cells with zero counts, then cells with fewer than minGenes expressed genes (all genes).
  */
 import { inputError } from "@gm/core";
-import type { CellFile, DataFrame } from "./types.js";
+import type { CellFile, Column, DataFrame } from "./types.js";
 import type { InputPlan } from "./plan.js";
 
 export interface CleanOptions {
@@ -183,7 +183,14 @@ export function* cleanRows(file: CellFile, plan: InputPlan, opts: CleanOptions, 
   }
 }
 
-function isTrue(col: NonNullable<ReturnType<DataFrame["columns"]["get"]>>, i: number): boolean {
+/** 1 where the is_primary_data column says True, per row of the block. */
+export function primaryMask(col: Column, n: number): Uint8Array {
+  const m = new Uint8Array(n);
+  for (let i = 0; i < n; i++) m[i] = isTrue(col, i) ? 1 : 0;
+  return m;
+}
+
+function isTrue(col: Column, i: number): boolean {
   switch (col.kind) {
     case "bool":
       return col.values[i] !== 0 && !(col.mask && col.mask[i]);
@@ -214,11 +221,11 @@ function cellLabel(row: number, id: string | undefined): string {
   return id === undefined ? `cell ${row}` : `cell ${row} (${id})`;
 }
 
-function badValue(file: string, loc: string, x: number, row: number, id: string | undefined, col: number): Error {
+export function badValue(file: string, loc: string, x: number, row: number, id: string | undefined, col: number): Error {
   const what = Number.isNaN(x) ? "NaN" : x === Infinity ? "an infinite value" : `a negative value (${x})`;
   return inputError(file, `${loc} holds ${what} at ${cellLabel(row, id)}, gene column ${col}; counts must be non-negative finite numbers`);
 }
 
-function nonInteger(file: string, loc: string, x: number, row: number, id: string | undefined): Error {
+export function nonInteger(file: string, loc: string, x: number, row: number, id: string | undefined): Error {
   return inputError(file, `${loc} holds a non-integer value (${x}) at ${cellLabel(row, id)}; raw counts are needed — pick another --counts-layer or pass --allow-non-integer`);
 }

@@ -134,50 +134,64 @@ export function rankByComparator(tokens: ArrayLike<number>, values: ArrayLike<nu
   return idx.map((i) => tokens[i]);
 }
 
-interface RankExports {
+export interface RankExports {
   memory: WebAssembly.Memory;
   values_ptr(): number;
   tokens_ptr(): number;
   out_ptr(): number;
   max_n(): number;
   rank(n: number, limit: number): number;
+  arena(bytes: number): number;
+  err_row(): number;
+  err_col(): number;
+  err_value(): number;
+  tokenize_block(
+    nRows: number, indptr: number, indices: number, data: number, dataIsF64: number, primary: number, colToken: number, colMedian: number,
+    minGenes: number, allowNonInteger: number, targetSum: number, room: number, clsId: number, eosId: number,
+    outTok: number, outOff: number, status: number, truncated: number,
+  ): number;
 }
 
-let wasmModule: WebAssembly.Module | undefined;
+let kernel: RankExports | undefined;
+
+/** The WebAssembly kernel (native/wasm/rank.c), instantiated once per thread. */
+export function rankKernel(): RankExports {
+  if (!kernel) {
+    // Resolved next to dist/ (packages/data/wasm/rank.wasm) — shipped, not built at install time.
+    const bytes = readFileSync(new URL("../wasm/rank.wasm", import.meta.url));
+    kernel = new WebAssembly.Instance(new WebAssembly.Module(bytes), {}).exports as unknown as RankExports;
+  }
+  return kernel;
+}
 
 /**
- * The same ordering computed by the WebAssembly kernel (native/wasm/rank.c, an LSD radix sort; about
- * 4x faster than CellRanker). Callers write a cell's values and tokens straight into `values` and
- * `tokens` (views of the kernel's memory), then call rank(). Cells larger than `maxN` fall back to
- * CellRanker.
+ * The same ordering computed by the WebAssembly kernel (a bucket sort in C, about 3x faster than
+ * CellRanker). Callers write a cell's values and tokens straight into `values` and `tokens` (views
+ * of the kernel's memory), then call rank(). Cells larger than `maxN` fall back to CellRanker.
  */
 export class WasmRanker {
-  readonly values: Float64Array;
-  readonly tokens: Int32Array;
   readonly maxN: number;
-  private readonly out: Int32Array;
-  private readonly exports: RankExports;
+  private readonly exports = rankKernel();
   private readonly fallback = new CellRanker();
 
   constructor() {
-    if (!wasmModule) {
-      // Resolved next to dist/ (packages/data/wasm/rank.wasm) — shipped, not built at install time.
-      const bytes = readFileSync(new URL("../wasm/rank.wasm", import.meta.url));
-      wasmModule = new WebAssembly.Module(bytes);
-    }
-    this.exports = new WebAssembly.Instance(wasmModule, {}).exports as unknown as RankExports;
-    const buf = this.exports.memory.buffer;
     this.maxN = this.exports.max_n();
-    this.values = new Float64Array(buf, this.exports.values_ptr(), this.maxN);
-    this.tokens = new Int32Array(buf, this.exports.tokens_ptr(), this.maxN);
-    this.out = new Int32Array(buf, this.exports.out_ptr(), this.maxN);
+  }
+
+  // Views are re-created on access: the kernel's memory may grow (tokenize_block), which detaches them.
+  get values(): Float64Array {
+    return new Float64Array(this.exports.memory.buffer, this.exports.values_ptr(), this.maxN);
+  }
+
+  get tokens(): Int32Array {
+    return new Int32Array(this.exports.memory.buffer, this.exports.tokens_ptr(), this.maxN);
   }
 
   /** Ranks this.values/this.tokens[0..n); writes up to `limit` tokens into dst[offset...]. */
   rank(n: number, dst: Int32Array, offset: number, limit: number): number {
     if (n > this.maxN) return this.fallback.rank(this.tokens, this.values, n, dst, offset, limit);
     const m = this.exports.rank(n, limit);
-    dst.set(this.out.subarray(0, m), offset);
+    dst.set(new Int32Array(this.exports.memory.buffer, this.exports.out_ptr(), m), offset);
     return m;
   }
 }

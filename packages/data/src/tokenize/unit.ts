@@ -9,7 +9,8 @@ import { Field, Int32, Int64, List, RecordBatch, RecordBatchReader, Schema, Stru
 import { inputError, tempNameFor, writeJsonAtomic } from "@gm/core";
 import type { CellFile, Column } from "../types.js";
 import type { InputPlan } from "../plan.js";
-import { cleanRows, emptyCleanStats, type CleanStats } from "../clean.js";
+import { cleanRows, emptyCleanStats, primaryMask, type CleanStats } from "../clean.js";
+import { BlockTokenizer } from "./kernel.js";
 import { WasmRanker } from "../rank.js";
 import { ArrowFileSink, type BatchLocation } from "../arrow/sink.js";
 import { arrowTypeOfColumn, int64Data, listInt32Data, obsColumnData } from "../arrow/columns.js";
@@ -219,7 +220,9 @@ export async function tokenizeUnit(task: TokenizeUnitTask, table: { index: Map<s
   const writer = new PartWriter(task.workDir, task.unit, schema, s);
   const res: TokenizeUnitResult = { unit: task.unit, parts: [], cellsIn: 0, cellsOut: 0, droppedNoTokens: 0, tokens: 0, truncated: 0 };
   try {
-    if (task.kind === "cells") {
+    if (task.kind === "cells" && task.plan.geneStats.duplicateColumns === 0 && !process.env.GM_JS_TOKENIZER) {
+      res.clean = tokenizeRowsInKernel(task, table, file!, writer, res, onCells);
+    } else if (task.kind === "cells") {
       const stats = emptyCleanStats();
       const { tokenOf, medianOf } = mapGeneTable(task.plan.genes, table);
       const tok = new UnitTokenizer(s);
@@ -317,4 +320,70 @@ export function keepColumnTypesFromFile(file: CellFile, names: string[]): { name
   if (missing.length) throw inputError(file.path, `obs has no column '${missing[0]}' for --keep-columns (available: ${avail.join(", ") || "none"})`);
   const df = file.readObs(names, 0, Math.min(1, file.nCells));
   return names.map((n) => ({ name: n, type: arrowTypeOfColumn(df.columns.get(n)!) }));
+}
+
+/** The block kernel path for h5ad/10x rows (inputs without duplicated gene ids). */
+function tokenizeRowsInKernel(
+  task: Extract<TokenizeUnitTask, { kind: "cells" }>,
+  table: { index: Map<string, number>; tokenIds: Int32Array; medians: Float64Array },
+  file: CellFile,
+  writer: PartWriter,
+  res: TokenizeUnitResult,
+  onCells: (n: number) => void,
+): CleanStats {
+  const { plan, settings: s } = task;
+  const { tokenOf, medianOf } = mapGeneTable(plan.genes, table);
+  const nCols = plan.colToGene.length;
+  const colToken = new Int32Array(nCols).fill(-1);
+  const colMedian = new Float64Array(nCols);
+  for (let c = 0; c < nCols; c++) {
+    const g = plan.colToGene[c];
+    if (g >= 0 && tokenOf[g] >= 0) {
+      colToken[c] = tokenOf[g];
+      colMedian[c] = medianOf[g];
+    }
+  }
+  const specials = (s.clsId !== null ? 1 : 0) + (s.eosId !== null ? 1 : 0);
+  const kernel = new BlockTokenizer(colToken, colMedian, { ...s, room: s.maxLen - specials }, file.path, plan.countsLocation);
+  const matrix = file.matrix(plan.countsLocation);
+  const wantObs = plan.hasPrimaryColumn ? [...new Set(["is_primary_data", ...s.keepColumns])] : s.keepColumns;
+  const stats = emptyCleanStats();
+  for (let a = task.rowStart; a < task.rowEnd; a += s.blockRows) {
+    const b = Math.min(task.rowEnd, a + s.blockRows);
+    const block = matrix.readBlock(a, b);
+    const obs = file.readObs(wantObs, a, b, false);
+    const primary = plan.hasPrimaryColumn ? primaryMask(obs.columns.get("is_primary_data")!, block.nRows) : null;
+    const r = kernel.run(block, primary);
+    const cols = s.keepColumns.map((c) => obs.columns.get(c)!);
+    for (let row = 0; row < block.nRows; row++) {
+      switch (r.status[row]) {
+        case 0: {
+          const len = r.offsets[row + 1] - r.offsets[row];
+          writer.add(r.ids.subarray(r.offsets[row], r.offsets[row + 1]), len, row, cols);
+          res.cellsOut++;
+          res.tokens += len;
+          if (r.truncated[row]) res.truncated++;
+          stats.cellsOut++;
+          break;
+        }
+        case 1:
+          stats.droppedNotPrimary++;
+          break;
+        case 2:
+          stats.droppedZeroCounts++;
+          break;
+        case 3:
+          stats.droppedMinGenes++;
+          break;
+        case 4:
+          res.droppedNoTokens++;
+          stats.cellsOut++;
+          break;
+      }
+    }
+    stats.cellsIn += block.nRows;
+    onCells(block.nRows);
+  }
+  res.cellsIn = stats.cellsIn;
+  return stats;
 }
