@@ -150,10 +150,12 @@ static double counts_tmp[MAXN];
  * stores them; the row's tokens are [cls] + top `room` by (v desc, token asc) + [eos]; a row with
  * no kept gene gets status 4. Kept rows get status 0 and their tokens at out_tok[out_off[r]...].
  * out_off has n_rows + 1 entries (dropped rows take no space). truncated[r] = 1 when cut to room.
+ * When row_total is given it replaces the computed n_counts (cells of a gm preprocess shard, whose
+ * totals cover genes that are not in the shard).
  */
 __attribute__((export_name("tokenize_block"))) int32_t tokenize_block(
     int32_t n_rows, const int32_t *indptr, const int32_t *indices, const void *data, int32_t data_is_f64,
-    const uint8_t *primary, const int32_t *col_token, const double *col_median, int32_t min_genes,
+    const uint8_t *primary, const double *row_total, const int32_t *col_token, const double *col_median, int32_t min_genes,
     int32_t allow_non_integer, double target_sum, int32_t room, int32_t cls_id, int32_t eos_id,
     int32_t *out_tok, int32_t *out_off, uint8_t *status, uint8_t *truncated) {
   const float *d32 = (const float *)data;
@@ -193,6 +195,7 @@ __attribute__((export_name("tokenize_block"))) int32_t tokenize_block(
         }
       }
     }
+    if (row_total) total = row_total[r]; /* n_counts given (preprocessed cells: over all genes of the input) */
     if (total == 0) { status[r] = 2; out_off[r + 1] = k; continue; }
     if (expressed < min_genes) { status[r] = 3; out_off[r + 1] = k; continue; }
     if (m == 0) { status[r] = 4; out_off[r + 1] = k; continue; }

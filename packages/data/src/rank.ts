@@ -146,7 +146,7 @@ export interface RankExports {
   err_col(): number;
   err_value(): number;
   tokenize_block(
-    nRows: number, indptr: number, indices: number, data: number, dataIsF64: number, primary: number, colToken: number, colMedian: number,
+    nRows: number, indptr: number, indices: number, data: number, dataIsF64: number, primary: number, rowTotal: number, colToken: number, colMedian: number,
     minGenes: number, allowNonInteger: number, targetSum: number, room: number, clsId: number, eosId: number,
     outTok: number, outOff: number, status: number, truncated: number,
   ): number;

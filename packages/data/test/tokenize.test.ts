@@ -127,6 +127,21 @@ describe.skipIf(!hasShared)("gm tokenize on pbmc68k_reduced_counts (real data)",
     expect(ds.ids).toEqual(ref.tokens);
   });
 
+  it("the WebAssembly block kernel and the JS path write identical datasets", async () => {
+    const viaJs = path.join(dir, "js-path");
+    process.env.GM_JS_TOKENIZER = "1";
+    try {
+      await tokenize({ ...common, input: [H5AD], out: viaJs, cls: true, eos: true, maxLen: 300 });
+    } finally {
+      delete process.env.GM_JS_TOKENIZER;
+    }
+    const viaKernel = path.join(dir, "kernel-path");
+    await tokenize({ ...common, input: [H5AD], out: viaKernel, cls: true, eos: true, maxLen: 300 });
+    const names = fs.readdirSync(viaKernel).filter((n) => n !== "tokenize.json").sort();
+    expect(fs.readdirSync(viaJs).filter((n) => n !== "tokenize.json").sort()).toEqual(names);
+    for (const n of names) expect(fs.readFileSync(path.join(viaJs, n)).equals(fs.readFileSync(path.join(viaKernel, n))), n).toBe(true);
+  });
+
   it("writes the Hugging Face datasets layout and a seekable shard index", async () => {
     const out = path.join(dir, "direct");
     const info = JSON.parse(fs.readFileSync(path.join(out, "dataset_info.json"), "utf8"));

@@ -45,7 +45,8 @@ export class BlockTokenizer {
     private readonly location: string,
   ) {}
 
-  run(block: CsrBlock, primary: Uint8Array | null): BlockTokens {
+  /** rowTotal: n_counts per row when known (preprocessed cells); otherwise summed from the block. */
+  run(block: CsrBlock, primary: Uint8Array | null, rowTotal: Float64Array | null = null): BlockTokens {
     const n = block.nRows;
     const nnz = block.indices.length;
     const f64 = block.data instanceof Float64Array;
@@ -63,6 +64,7 @@ export class BlockTokenizer {
     const oIndices = place(4 * nnz);
     const oData = place((f64 ? 8 : 4) * nnz);
     const oPrimary = place(n);
+    const oTotal = place(8 * n);
     const oToken = place(4 * G);
     const oMedian = place(8 * G);
     const oOut = place(4 * Math.max(outCap, 1));
@@ -77,6 +79,7 @@ export class BlockTokenizer {
     if (f64) new Float64Array(buf, base + oData, nnz).set(block.data);
     else new Float32Array(buf, base + oData, nnz).set(block.data);
     if (primary) new Uint8Array(buf, base + oPrimary, n).set(primary);
+    if (rowTotal) new Float64Array(buf, base + oTotal, n).set(rowTotal);
     new Int32Array(buf, base + oToken, G).set(this.colToken);
     new Float64Array(buf, base + oMedian, G).set(this.colMedian);
     const rc = this.k.tokenize_block(
@@ -86,6 +89,7 @@ export class BlockTokenizer {
       base + oData,
       f64 ? 1 : 0,
       primary ? base + oPrimary : 0,
+      rowTotal ? base + oTotal : 0,
       base + oToken,
       base + oMedian,
       this.s.minGenes,

@@ -252,25 +252,35 @@ export async function tokenizeUnit(task: TokenizeUnitTask, table: { index: Map<s
       const genes = JSON.parse(meta.get("gm:genes") ?? "null") as string[] | null;
       if (!genes) throw inputError(task.shardPath, "is not a gm preprocess shard (no gm:genes metadata)");
       const { tokenOf, medianOf } = mapGeneTable(genes, table);
-      const tok = new UnitTokenizer(s);
+      const specials = (s.clsId !== null ? 1 : 0) + (s.eosId !== null ? 1 : 0);
+      // the shard's cells were cleaned by preprocess: no primary or min-genes filter here
+      const kernel = new BlockTokenizer(tokenOf, medianOf, { ...s, minGenes: 0, allowNonInteger: true, room: s.maxLen - specials }, task.shardPath, "gene_index/counts");
       for await (const batch of reader) {
         const geneCol = batch.getChild("gene_index")!.data[0];
         const countCol = batch.getChild("counts")!.data[0];
-        const geneVals = geneCol.children[0].values as Int32Array;
-        const countVals = countCol.children[0].values as Float32Array;
         const offs = geneCol.valueOffsets as Int32Array;
+        const a0 = offs[0];
+        const n = batch.numRows;
+        const block = {
+          rowStart: 0,
+          nRows: n,
+          indptr: a0 === 0 ? offs.subarray(0, n + 1) : offs.subarray(0, n + 1).map((x) => x - a0),
+          indices: (geneCol.children[0].values as Int32Array).subarray(a0, offs[n]),
+          data: (countCol.children[0].values as Float32Array).subarray(a0, offs[n]),
+        };
         const nCounts = batch.getChild("n_counts")!.data[0].values as Float64Array;
+        const r = kernel.run(block, null, nCounts.subarray(0, n));
         const cols: Column[] = s.keepColumns.map((name) => arrowColumnAsColumn(task.shardPath, batch, name));
-        for (let c = 0; c < batch.numRows; c++) {
-          const r = tok.cell(geneVals, countVals, offs[c], offs[c + 1], nCounts[c], tokenOf, medianOf);
-          if (r.n === 0) {
+        for (let c = 0; c < n; c++) {
+          if (r.status[c] !== 0) {
             res.droppedNoTokens++;
             continue;
           }
-          if (r.truncated) res.truncated++;
-          writer.add(tok.tokens, r.n, c, cols);
+          const len = r.offsets[c + 1] - r.offsets[c];
+          writer.add(r.ids.subarray(r.offsets[c], r.offsets[c + 1]), len, c, cols);
+          if (r.truncated[c]) res.truncated++;
           res.cellsOut++;
-          res.tokens += r.n;
+          res.tokens += len;
         }
         res.cellsIn += batch.numRows;
         onCells(batch.numRows);
