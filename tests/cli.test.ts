@@ -253,8 +253,27 @@ describe("bad input: one clear line, non-zero exit, nothing written", () => {
   });
 });
 
+/** Start gm with these node arguments and SIGKILL it after delayMs (if still running). */
+function killAfter(args: string[], delayMs: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const child = spawn(process.execPath, args, { stdio: "ignore", env: { ...process.env, GM_NO_PROGRESS: "1" } });
+    const t = setTimeout(() => child.kill("SIGKILL"), delayMs);
+    child.on("exit", () => {
+      clearTimeout(t);
+      resolve();
+    });
+  });
+}
+
+function expectSameFiles(a: string, b: string): void {
+  const fa = listFiles(a);
+  const fb = listFiles(b);
+  expect([...fb.keys()].sort()).toEqual([...fa.keys()].sort());
+  for (const [k, v] of fa) expect(v.equals(fb.get(k)!), k).toBe(true);
+}
+
 describe("killed runs resume", () => {
-  it("killing preprocess at random points and re-running yields the same output as one clean run", async () => {
+  it("killing preprocess / tokenize at random points and re-running yields the same output as one clean run", async () => {
     const dir = tmpDir("gm-kill-");
     const sim = path.join(dir, "s.h5ad");
     expect(gm(["simulate", "--cells", "1500", "--genes", "3000", "--seed", "9", "--out", sim]).code).toBe(0);
@@ -262,21 +281,19 @@ describe("killed runs resume", () => {
     const clean = path.join(dir, "clean");
     expect(gm(args(clean).slice(3)).code).toBe(0);
     const out = path.join(dir, "killed");
-    for (const delayMs of [900, 1400, 2100]) {
-      await new Promise<void>((resolve) => {
-        const child = spawn(process.execPath, args(out), { stdio: "ignore", env: { ...process.env, GM_NO_PROGRESS: "1" } });
-        const t = setTimeout(() => child.kill("SIGKILL"), delayMs);
-        child.on("exit", () => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
-    }
+    for (const delayMs of [900, 1400, 2100]) await killAfter(args(out), delayMs);
     const r = gm(args(out).slice(3));
     expect(r.code, r.stderr).toBe(0);
-    const a = listFiles(clean);
-    const b = listFiles(out);
-    expect([...b.keys()].sort()).toEqual([...a.keys()].sort());
-    for (const [k, v] of a) expect(v.equals(b.get(k)!), k).toBe(true);
+    expectSameFiles(clean, out);
+
+    // the same for tokenize, reading the preprocess folder
+    const tokArgs = (o: string) => [gmBin, "--log-format", "json", "tokenize", clean, "--out", o, "--medians", path.join(clean, "gene_medians.json"), "--workers", "2"];
+    const tokClean = path.join(dir, "tok-clean");
+    expect(gm(tokArgs(tokClean).slice(3)).code).toBe(0);
+    const tokOut = path.join(dir, "tok-killed");
+    for (const delayMs of [700, 1100]) await killAfter(tokArgs(tokOut), delayMs);
+    const t = gm(tokArgs(tokOut).slice(3));
+    expect(t.code, t.stderr).toBe(0);
+    expectSameFiles(tokClean, tokOut);
   });
 });

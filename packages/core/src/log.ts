@@ -7,11 +7,11 @@ export const LOG_LEVELS: LevelWithSilent[] = ["fatal", "error", "warn", "info", 
 let root: Logger | undefined;
 
 /**
- * The process-wide logger. On a TTY it pretty-prints to stderr; otherwise it writes JSON lines to
- * stderr so stdout stays free for command output (e.g. `--dry-run` plans, JSON results).
+ * The process-wide logger, writing to stderr so stdout stays free for command output (e.g.
+ * `--dry-run` plans). Readable when stdout is a terminal, JSON lines otherwise (pipes, files, CI).
  */
 export function createLogger(level: LevelWithSilent = "info", opts: { pretty?: boolean } = {}): Logger {
-  const pretty = opts.pretty ?? Boolean(process.stderr.isTTY);
+  const pretty = opts.pretty ?? Boolean(process.stdout.isTTY && process.stderr.isTTY);
   if (pretty) {
     const transport = pino.transport({
       target: "pino-pretty",
