@@ -40,11 +40,19 @@ export async function runPool<T, R>(opts: PoolOptions<T, R>): Promise<R[]> {
       reject(e);
     };
     const retired = new Set<Worker>();
+    const exited: Promise<void>[] = [];
+    /** Ask a worker to finish (it closes its files); terminate it if it has not left within 10 s. */
+    const retire = (w: Worker) => {
+      if (retired.has(w)) return;
+      retired.add(w);
+      w.postMessage({ shutdown: true });
+      const t = setTimeout(() => void w.terminate(), 10_000);
+      t.unref();
+    };
     const dispatch = (w: Worker) => {
       if (failed) return;
       if (next >= opts.tasks.length) {
-        retired.add(w);
-        void w.terminate();
+        retire(w);
         return;
       }
       const id = next++;
@@ -53,6 +61,7 @@ export async function runPool<T, R>(opts: PoolOptions<T, R>): Promise<R[]> {
     for (let i = 0; i < n; i++) {
       const w = new Worker(opts.workerUrl, { workerData: opts.workerData });
       workers.push(w);
+      exited.push(new Promise<void>((res) => w.once("exit", () => res())));
       w.on("message", (msg: WorkerMessage<R>) => {
         if ("progress" in msg) {
           opts.onProgress?.(msg.progress, msg.id);
@@ -67,11 +76,9 @@ export async function runPool<T, R>(opts: PoolOptions<T, R>): Promise<R[]> {
           .then(() => {
             remaining--;
             if (remaining === 0) {
-              for (const x of workers) {
-                retired.add(x);
-                void x.terminate();
-              }
-              resolve(results);
+              for (const x of workers) retire(x);
+              // resolve once every worker has exited (and so released its files)
+              void Promise.all(exited).then(() => resolve(results));
             } else dispatch(w);
           })
           .catch((e: unknown) => fail(e as Error));
@@ -85,15 +92,29 @@ export async function runPool<T, R>(opts: PoolOptions<T, R>): Promise<R[]> {
   });
 }
 
-/** Worker side: handle tasks posted by runPool with an (optionally async) function. */
-export function serveTasks<T, R>(handler: (task: T, progress: (n: number) => void) => R | Promise<R>, transfer?: (r: R) => Transferable[]): void {
+/**
+ * Worker side: handle tasks posted by runPool with an (optionally async) function. `onShutdown`
+ * runs when the pool has no more work, before the thread exits (close files, remove temporaries).
+ */
+export function serveTasks<T, R>(
+  handler: (task: T, progress: (n: number) => void) => R | Promise<R>,
+  opts: { onShutdown?: () => void | Promise<void>; transfer?: (r: R) => Transferable[] } = {},
+): void {
   if (!parentPort) throw new Error("serveTasks must run inside a worker thread");
   const port = parentPort;
-  port.on("message", async (msg: { id: number; task: T }) => {
+  port.on("message", async (msg: { id: number; task: T } | { shutdown: true }) => {
+    if ("shutdown" in msg) {
+      try {
+        await opts.onShutdown?.();
+      } finally {
+        process.exit(0);
+      }
+      return;
+    }
     const progress = (p: number) => port.postMessage({ id: msg.id, progress: p });
     try {
       const result = await handler(msg.task, progress);
-      port.postMessage({ id: msg.id, result }, transfer ? transfer(result) : []);
+      port.postMessage({ id: msg.id, result }, opts.transfer ? opts.transfer(result) : []);
     } catch (e) {
       port.postMessage({ id: msg.id, error: serializeError(e) });
     }

@@ -124,15 +124,15 @@ export function resolveGeneIds(file: string, varDf: DataFrame, opts: GeneOptions
 
 type Sample = { kind: "ok" } | { kind: "nan" | "negative" | "non-integer"; example: number };
 
-/** Sample the first rows of a matrix to see whether it holds raw counts. */
+/** Sample the first rows (or stored values) of a matrix to see whether it holds raw counts. */
 function sampleIntegrality(f: CellFile, location: string): Sample {
   const m = f.matrix(location);
   const rows = Math.min(m.nCells, 500);
   if (rows === 0) return { kind: "ok" };
-  const block = m.readBlock(0, rows);
+  const values = m.sampleValues ? m.sampleValues(500 * 2000) : m.readBlock(0, rows).data;
   let nonInteger: number | undefined;
-  for (let i = 0; i < block.data.length; i++) {
-    const x = block.data[i];
+  for (let i = 0; i < values.length; i++) {
+    const x = values[i];
     if (!Number.isFinite(x)) return { kind: "nan", example: x };
     if (x < 0) return { kind: "negative", example: x };
     if (nonInteger === undefined && !Number.isInteger(x)) nonInteger = x;

@@ -39,6 +39,8 @@ export interface MatrixSource {
   readonly nGenes: number;
   /** Rows [start, end) as CSR. Explicit zeros may be present; callers skip them. */
   readBlock(start: number, end: number): CsrBlock;
+  /** Up to `max` stored values, cheaply (for checking that a matrix holds counts); default: the first rows. */
+  sampleValues?(max: number): Float32Array | Float64Array;
 }
 
 /** A single-cell file opened for reading. */

@@ -8,6 +8,9 @@
  * files whose obs/var are HDF5 compound datasets, and files that are not HDF5 or are truncated.
  */
 import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { isMainThread } from "node:worker_threads";
 import { inputError } from "@gm/core";
 import type { CellFile, Column, CsrBlock, DataFrame, MatrixSource } from "../types.js";
 import {
@@ -258,7 +261,19 @@ class H5adFile implements CellFile {
     return this.var;
   }
 
+  /** One source per location, kept open: a CSC transpose is paid once per file, not per unit. */
+  private readonly matrices = new Map<string, MatrixSource & { close?(): void }>();
+
   matrix(location: string): MatrixSource {
+    let m = this.matrices.get(location);
+    if (!m) {
+      m = this.openMatrix(location);
+      this.matrices.set(location, m);
+    }
+    return m;
+  }
+
+  private openMatrix(location: string): MatrixSource & { close?(): void } {
     const el = this.file.get(location);
     if (!el) throw inputError(this.path, `matrix '${location}' not found (available: ${this.matrixLocations().join(", ") || "none"})`);
     const nGenes = this.varFor(location).index.length;
@@ -287,6 +302,8 @@ class H5adFile implements CellFile {
   }
 
   close(): void {
+    for (const m of this.matrices.values()) m.close?.();
+    this.matrices.clear();
     this.file.close();
   }
 }
@@ -386,62 +403,241 @@ class CsrMatrix extends SparseMatrix {
 }
 
 /**
- * CSC stores genes as the major axis, so a row block needs a transpose. The whole matrix is transposed
- * once in memory, which is bounded by GM_CSC_MAX_BYTES (default 2 GiB, ~12 bytes per non-zero);
- * larger CSC inputs get a clear error asking for a CSR copy.
+ * CSC stores genes as the major axis, so a row block needs a transpose. A matrix whose transpose
+ * fits in GM_CSC_MAX_BYTES (default 1 GiB, 12 bytes per non-zero) is transposed once in memory.
+ * A larger one is transposed through the disk in one streaming pass: entries are appended to one
+ * spill file per range of rows (under GM_TMPDIR or the OS temp folder, removed on close), and a
+ * row block loads only the range it needs — memory stays bounded whatever the matrix size.
  */
 class CscMatrix extends SparseMatrix {
   readonly layout = "csc";
-  private csr?: { indptr: Float64Array; indices: Int32Array; data: Float32Array | Float64Array };
+  /** Rows [rowStart, rowEnd) transposed to CSR (the whole matrix, or the current spill range). */
+  private loaded?: { rowStart: number; rowEnd: number; indptr: Float64Array; indices: Int32Array; data: Float32Array | Float64Array };
+  private spill?: { dir: string; rowsPerRange: number; counts: Float64Array };
 
-  private transpose() {
-    const nnz = (this.data.shape ?? [0])[0];
-    const limit = Number(process.env.GM_CSC_MAX_BYTES ?? 2 * 1024 ** 3);
-    if (nnz * 12 > limit) {
-      throw inputError(
-        this.path,
-        `${this.location} is a CSC matrix with ${nnz} non-zeros, too large to transpose in memory (limit GM_CSC_MAX_BYTES=${limit}); convert it to CSR first (adata.X = adata.X.tocsr())`,
-      );
-    }
-    try {
-      const colPtr = toFloat64(this.indptr.value);
-      const rowIdx = nnz > 0 ? toInt32(this.indices.value) : new Int32Array(0);
-      const raw = nnz > 0 ? this.data.value : new Float32Array(0);
+  private get limit(): number {
+    return Number(process.env.GM_CSC_MAX_BYTES ?? 1024 ** 3);
+  }
+
+  /** The first stored values (a transpose just to sample would read the whole matrix). */
+  sampleValues(max: number): Float32Array | Float64Array {
+    const n = Math.min(max, this.nnz());
+    if (n === 0) return new Float32Array(0);
+    const raw = this.data.slice([[0, n]]);
+    return raw instanceof Float32Array || raw instanceof Float64Array ? raw : toFloat64(raw);
+  }
+
+  private nnz(): number {
+    return (this.data.shape ?? [0])[0];
+  }
+
+  private checkRow(r: number): void {
+    if (r < 0 || r >= this.nCells || !Number.isInteger(r)) throw inputError(this.path, `${this.location}/indices holds row ${r} outside [0, ${this.nCells}); the matrix is corrupt`);
+  }
+
+  /** Calls fn(rowIdx, values, colOf) over the matrix in chunks of at most `chunk` entries, in column order. */
+  private scan(chunk: number, fn: (rows: Int32Array, vals: Float32Array | Float64Array, cols: Int32Array) => void): void {
+    const colPtr = toFloat64(this.indptr.value);
+    const nnz = this.nnz();
+    let g = 0;
+    for (let a = 0; a < nnz; a += chunk) {
+      const b = Math.min(nnz, a + chunk);
+      const rows = toInt32(this.indices.slice([[a, b]]));
+      const raw = this.data.slice([[a, b]]);
       const vals = raw instanceof Float32Array || raw instanceof Float64Array ? raw : toFloat64(raw);
-      const counts = new Float64Array(this.nCells + 1);
-      for (let i = 0; i < nnz; i++) {
-        const r = rowIdx[i];
-        if (r < 0 || r >= this.nCells) throw inputError(this.path, `${this.location}/indices holds row ${r} outside [0, ${this.nCells}); the matrix is corrupt`);
-        counts[r + 1]++;
+      const cols = new Int32Array(b - a);
+      for (let k = a; k < b; k++) {
+        while (g < this.nGenes && colPtr[g + 1] <= k) g++;
+        cols[k - a] = g;
       }
-      for (let r = 0; r < this.nCells; r++) counts[r + 1] += counts[r];
-      const fill = counts.slice(0, this.nCells);
-      const indices = new Int32Array(nnz);
-      const data = vals instanceof Float32Array ? new Float32Array(nnz) : new Float64Array(nnz);
-      for (let g = 0; g < this.nGenes; g++) {
-        for (let k = colPtr[g]; k < colPtr[g + 1]; k++) {
-          const r = rowIdx[k];
-          const pos = fill[r]++;
-          indices[pos] = g;
-          data[pos] = vals[k];
+      fn(rows, vals, cols);
+    }
+  }
+
+  /** CSR of rows [r0, r1) from entries (rows, cols, vals) given in column order. */
+  private toCsr(r0: number, r1: number, rows: Int32Array, cols: Int32Array, vals: Float32Array | Float64Array, f64: boolean) {
+    const n = r1 - r0;
+    const indptr = new Float64Array(n + 1);
+    for (let i = 0; i < rows.length; i++) indptr[rows[i] - r0 + 1]++;
+    for (let r = 0; r < n; r++) indptr[r + 1] += indptr[r];
+    const fill = indptr.slice(0, n);
+    const indices = new Int32Array(rows.length);
+    const data = f64 ? new Float64Array(rows.length) : new Float32Array(rows.length);
+    for (let i = 0; i < rows.length; i++) {
+      const p = fill[rows[i] - r0]++;
+      indices[p] = cols[i];
+      data[p] = vals[i];
+    }
+    return { rowStart: r0, rowEnd: r1, indptr, indices, data };
+  }
+
+  private transposeInMemory() {
+    const nnz = this.nnz();
+    const rows = new Int32Array(nnz);
+    const cols = new Int32Array(nnz);
+    let vals: Float32Array | Float64Array | undefined;
+    let at = 0;
+    this.scan(1 << 22, (r, v, c) => {
+      for (let i = 0; i < r.length; i++) this.checkRow(r[i]);
+      vals ??= v instanceof Float64Array ? new Float64Array(nnz) : new Float32Array(nnz);
+      rows.set(r, at);
+      cols.set(c, at);
+      vals.set(v, at);
+      at += r.length;
+    });
+    this.loaded = this.toCsr(0, this.nCells, rows, cols, vals ?? new Float32Array(0), vals instanceof Float64Array);
+  }
+
+  /** One pass over the matrix, appending (row, col, value) records to one file per row range. */
+  private spillToDisk() {
+    const nnz = this.nnz();
+    const entriesPerRange = Math.max(1, Math.floor(this.limit / 24));
+    const rowsPerRange = Math.max(1, Math.floor((this.nCells * entriesPerRange) / Math.max(1, nnz)));
+    const ranges = Math.ceil(this.nCells / rowsPerRange);
+    const dir = fs.mkdtempSync(path.join(spillRoot(), `gm-csc-${process.pid}-`));
+    registerTempDir(dir);
+    const BUF = 8192;
+    const bufRow = Array.from({ length: ranges }, () => new Int32Array(BUF));
+    const bufCol = Array.from({ length: ranges }, () => new Int32Array(BUF));
+    const bufVal = Array.from({ length: ranges }, () => new Float64Array(BUF));
+    const fill = new Int32Array(ranges);
+    const counts = new Float64Array(ranges);
+    const fds = Array.from({ length: ranges }, (_, i) => fs.openSync(path.join(dir, `r${i}.bin`), "w"));
+    const flush = (i: number) => {
+      const n = fill[i];
+      if (n === 0) return;
+      // record layout: int32 row, int32 col, float64 value (16 bytes)
+      const rec = Buffer.alloc(16 * n);
+      for (let k = 0; k < n; k++) {
+        rec.writeInt32LE(bufRow[i][k], 16 * k);
+        rec.writeInt32LE(bufCol[i][k], 16 * k + 4);
+        rec.writeDoubleLE(bufVal[i][k], 16 * k + 8);
+      }
+      fs.writeSync(fds[i], rec);
+      counts[i] += n;
+      fill[i] = 0;
+    };
+    try {
+      let f64 = false;
+      this.scan(1 << 22, (rows, vals, cols) => {
+        f64 = vals instanceof Float64Array;
+        for (let k = 0; k < rows.length; k++) {
+          const r = rows[k];
+          this.checkRow(r);
+          const i = Math.floor(r / rowsPerRange);
+          const p = fill[i]++;
+          bufRow[i][p] = r;
+          bufCol[i][p] = cols[k];
+          bufVal[i][p] = vals[k];
+          if (p + 1 === BUF) flush(i);
         }
+      });
+      for (let i = 0; i < ranges; i++) flush(i);
+      this.spillF64 = f64;
+    } finally {
+      for (const fd of fds) fs.closeSync(fd);
+    }
+    this.spill = { dir, rowsPerRange, counts };
+  }
+
+  private spillF64 = false;
+
+  private loadRange(i: number) {
+    const sp = this.spill!;
+    const r0 = i * sp.rowsPerRange;
+    const r1 = Math.min(this.nCells, r0 + sp.rowsPerRange);
+    const n = sp.counts[i];
+    const bytes = fs.readFileSync(path.join(sp.dir, `r${i}.bin`));
+    const rows = new Int32Array(n);
+    const cols = new Int32Array(n);
+    const vals = this.spillF64 ? new Float64Array(n) : new Float32Array(n);
+    for (let k = 0; k < n; k++) {
+      rows[k] = bytes.readInt32LE(16 * k);
+      cols[k] = bytes.readInt32LE(16 * k + 4);
+      vals[k] = bytes.readDoubleLE(16 * k + 8);
+    }
+    this.loaded = this.toCsr(r0, r1, rows, cols, vals, this.spillF64);
+  }
+
+  /** Rows [start, end) from the loaded CSR (which must cover them). */
+  private slice(start: number, end: number) {
+    const L = this.loaded!;
+    const a = L.indptr[start - L.rowStart];
+    const b = L.indptr[end - L.rowStart];
+    const indptr = new Int32Array(end - start + 1);
+    for (let i = 0; i <= end - start; i++) indptr[i] = L.indptr[start - L.rowStart + i] - a;
+    return { indptr, indices: L.indices.slice(a, b), data: L.data.slice(a, b) };
+  }
+
+  readBlock(start: number, end: number): CsrBlock {
+    try {
+      if (!this.loaded && !this.spill) {
+        if (this.nnz() * 12 <= this.limit) this.transposeInMemory();
+        else this.spillToDisk();
       }
-      this.csr = { indptr: counts, indices, data };
+      if (!this.spill) return { rowStart: start, nRows: end - start, ...this.slice(start, end) };
+      // a block may span several spill ranges
+      const parts: { indptr: Int32Array; indices: Int32Array; data: Float32Array | Float64Array }[] = [];
+      for (let r = start; r < end; ) {
+        const i = Math.floor(r / this.spill.rowsPerRange);
+        if (!this.loaded || this.loaded.rowStart !== i * this.spill.rowsPerRange) this.loadRange(i);
+        const stop = Math.min(end, this.loaded!.rowEnd);
+        parts.push(this.slice(r, stop));
+        r = stop;
+      }
+      if (parts.length === 1) return { rowStart: start, nRows: end - start, ...parts[0] };
+      const nnz = parts.reduce((x, p) => x + p.indices.length, 0);
+      const indptr = new Int32Array(end - start + 1);
+      const indices = new Int32Array(nnz);
+      const data = this.spillF64 ? new Float64Array(nnz) : new Float32Array(nnz);
+      let row = 0;
+      let at = 0;
+      for (const p of parts) {
+        for (let i = 1; i < p.indptr.length; i++) indptr[row + i] = p.indptr[i] + at;
+        row += p.indptr.length - 1;
+        indices.set(p.indices, at);
+        data.set(p.data, at);
+        at += p.indices.length;
+      }
+      return { rowStart: start, nRows: end - start, indptr, indices, data };
     } catch (e) {
       if ((e as Error).name === "GmError") throw e;
       throw hdf5Failure(this.path, `cannot read ${this.location}`, e);
     }
-    return this.csr;
   }
 
-  readBlock(start: number, end: number): CsrBlock {
-    const csr = this.csr ?? this.transpose();
-    const a = csr.indptr[start];
-    const b = csr.indptr[end];
-    const indptr = new Int32Array(end - start + 1);
-    for (let i = 0; i <= end - start; i++) indptr[i] = csr.indptr[start + i] - a;
-    return { rowStart: start, nRows: end - start, indptr, indices: csr.indices.slice(a, b), data: csr.data.slice(a, b) };
+  close(): void {
+    if (this.spill) fs.rmSync(this.spill.dir, { recursive: true, force: true });
+    this.spill = undefined;
+    this.loaded = undefined;
   }
+}
+
+const spillRoot = () => process.env.GM_TMPDIR ?? os.tmpdir();
+const tempDirs = new Set<string>();
+let tempHook = false;
+/**
+ * Spill folders are removed when their matrix is closed, else when the thread exits. Worker threads
+ * may be terminated without running exit handlers, so the main thread also removes, when it exits,
+ * every spill folder of this process (named gm-csc-<pid>-*).
+ */
+function registerTempDir(dir: string): void {
+  tempDirs.add(dir);
+  if (!tempHook) {
+    tempHook = true;
+    process.once("exit", () => {
+      for (const d of tempDirs) fs.rmSync(d, { recursive: true, force: true });
+    });
+  }
+}
+if (isMainThread) {
+  process.once("exit", () => {
+    try {
+      for (const n of fs.readdirSync(spillRoot())) if (n.startsWith(`gm-csc-${process.pid}-`)) fs.rmSync(path.join(spillRoot(), n), { recursive: true, force: true });
+    } catch {
+      /* nothing to clean */
+    }
+  });
 }
 
 /** Open an h5ad file for streaming reads. Errors are GmErrors naming the file and the problem. */

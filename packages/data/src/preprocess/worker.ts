@@ -12,4 +12,4 @@ serveTasks<UnitTask, UnitResult>(async (task, progress) => {
     open = { path: task.plan.path, file: await openCellFile(task.plan.path) };
   }
   return processUnit(open.file, task, progress);
-});
+}, { onShutdown: () => open?.file.close() });

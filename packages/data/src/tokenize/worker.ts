@@ -29,4 +29,4 @@ serveTasks<TokenizeUnitTask, TokenizeUnitResult>(async (task, progress) => {
     file = open.file;
   }
   return tokenizeUnit(task, table, file, schema, progress);
-});
+}, { onShutdown: () => open?.file.close() });
