@@ -15,7 +15,7 @@ export function createLogger(level: LevelWithSilent = "info", opts: { pretty?: b
   if (pretty) {
     const transport = pino.transport({
       target: "pino-pretty",
-      options: { destination: 2, colorize: true, translateTime: "HH:MM:ss", ignore: "pid,hostname" },
+      options: { destination: 2, colorize: true, translateTime: "HH:MM:ss", ignore: "pid,hostname", hideObject: true },
     });
     root = pino({ level, base: undefined }, transport);
   } else {
