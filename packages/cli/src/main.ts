@@ -4,7 +4,7 @@
  * h5wasm, Arrow or the native engine.
  */
 import { Command, CommanderError, Option } from "commander";
-import { ExitCode, GM_VERSION, LOG_LEVELS, createLogger, isGmError, type Logger } from "@gm/core";
+import { ExitCode, GM_VERSION, LOG_LEVELS, asOutputError, createLogger, isGmError, type Logger } from "@gm/core";
 import { applyConfig } from "./config.js";
 import { int, list, positive } from "./options.js";
 
@@ -136,9 +136,10 @@ export async function main(argv: string[]): Promise<void> {
       // help and version print themselves and exit 0; parse errors were printed by commander
       process.exit(e.exitCode === 0 ? 0 : ExitCode.usage);
     }
-    if (isGmError(e)) {
-      process.stderr.write(`gm: error: ${e.message}\n`);
-      process.exit(e.exitCode);
+    const known = isGmError(e) ? e : asOutputError(e);
+    if (known) {
+      process.stderr.write(`gm: error: ${known.message}\n`);
+      process.exit(known.exitCode);
     }
     const err = e as Error;
     process.stderr.write(`gm: internal error: ${err?.message ?? String(e)}\n`);

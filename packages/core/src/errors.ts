@@ -34,18 +34,33 @@ export function isGmError(e: unknown): e is GmError {
   return e instanceof Error && (e as GmError).name === "GmError" && typeof (e as GmError).exitCode === "number";
 }
 
+type SerializedError = { name: string; message: string; exitCode?: number; stack?: string; code?: string; path?: string };
+
 /** Errors crossing a worker_threads boundary lose their class; rebuild them. */
-export function serializeError(e: unknown): { name: string; message: string; exitCode?: number; stack?: string } {
+export function serializeError(e: unknown): SerializedError {
   if (e instanceof Error) {
-    return { name: e.name, message: e.message, exitCode: (e as GmError).exitCode, stack: e.stack };
+    const x = e as NodeJS.ErrnoException & { exitCode?: number };
+    return { name: e.name, message: e.message, exitCode: x.exitCode, stack: e.stack, code: x.code, path: x.path };
   }
   return { name: "Error", message: String(e) };
 }
 
-export function deserializeError(s: { name: string; message: string; exitCode?: number; stack?: string }): Error {
+export function deserializeError(s: SerializedError): Error {
   if (s.name === "GmError" && typeof s.exitCode === "number") return new GmError(s.message, s.exitCode as ExitCodeValue);
-  const err = new Error(s.message);
+  const err = new Error(s.message) as NodeJS.ErrnoException;
   err.name = s.name;
   if (s.stack) err.stack = s.stack;
+  if (s.code) err.code = s.code;
+  if (s.path) err.path = s.path;
   return err;
+}
+
+const OUTPUT_ERRNO = new Set(["EACCES", "EPERM", "ENOSPC", "EROFS", "EDQUOT", "EISDIR", "ENOTDIR", "EMFILE", "EFBIG"]);
+
+/** A file-system failure while writing (no space, no permission, ...) as an output error, else undefined. */
+export function asOutputError(e: unknown): GmError | undefined {
+  const x = e as NodeJS.ErrnoException;
+  if (!x || typeof x.code !== "string" || !OUTPUT_ERRNO.has(x.code)) return undefined;
+  const what = x.code === "ENOSPC" || x.code === "EDQUOT" ? "no space left on the device" : x.code === "EACCES" || x.code === "EPERM" || x.code === "EROFS" ? "permission denied" : x.code;
+  return new GmError(`${x.path ?? "output"}: cannot write (${what}); free space or choose another --out`, ExitCode.output);
 }

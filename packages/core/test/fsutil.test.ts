@@ -33,3 +33,16 @@ describe("atomic writes", () => {
     }
   });
 });
+
+describe("output errors", () => {
+  it("maps write failures to exit code 4 with the path, and leaves other errors alone", async () => {
+    const { asOutputError, deserializeError, serializeError } = await import("@gm/core");
+    const e = Object.assign(new Error("ENOSPC: no space left on device, write"), { code: "ENOSPC", path: "/data/pre/cells/x.arrow" });
+    // as it arrives from a worker thread
+    const back = asOutputError(deserializeError(serializeError(e)));
+    expect(back?.exitCode).toBe(4);
+    expect(back?.message).toBe("/data/pre/cells/x.arrow: cannot write (no space left on the device); free space or choose another --out");
+    expect(asOutputError(new Error("boom"))).toBeUndefined();
+    expect(asOutputError(Object.assign(new Error("x"), { code: "ENOENT" }))).toBeUndefined();
+  });
+});
