@@ -15,7 +15,7 @@ const MEDIANS = shared("genes/gene_medians_v1.json");
 const GENE_MAP = shared("genes/gene_symbols.json");
 
 /** Geneformer V1 over a dense matrix, written from the algorithm's description (not from gm's code). */
-async function referenceTokens(minGenes: number, maxLen: number, cls: number | null): Promise<{ tokens: number[][]; cellIds: string[] }> {
+async function referenceTokens(minGenes: number, maxLen: number, cls: number | null, geneMapFile = GENE_MAP): Promise<{ tokens: number[][]; cellIds: string[] }> {
   const { indptr, indices, data, genes, cells } = await readPbmcCounts();
   const nCells = cells.length;
   const nGenes = genes.length;
@@ -24,7 +24,7 @@ async function referenceTokens(minGenes: number, maxLen: number, cls: number | n
   const vocab = JSON.parse(fs.readFileSync(VOCAB, "utf8")) as { first_gene_id: number; genes: string[] };
   const tokenOf = new Map(vocab.genes.map((g, i) => [g, vocab.first_gene_id + i]));
   const medians = JSON.parse(fs.readFileSync(MEDIANS, "utf8")) as Record<string, number>;
-  const symbols = (JSON.parse(fs.readFileSync(GENE_MAP, "utf8")) as { symbol_to_ensembl: Record<string, string> }).symbol_to_ensembl;
+  const symbols = (JSON.parse(fs.readFileSync(geneMapFile, "utf8")) as { symbol_to_ensembl: Record<string, string> }).symbol_to_ensembl;
   const ens = genes.map((s) => symbols[s] ?? symbols[s.toUpperCase()] ?? null);
   const tokens: number[][] = [];
   const cellIds: string[] = [];
@@ -140,6 +140,30 @@ describe.skipIf(!hasShared)("gm tokenize on pbmc68k_reduced_counts (real data)",
     const names = fs.readdirSync(viaKernel).filter((n) => n !== "tokenize.json").sort();
     expect(fs.readdirSync(viaJs).filter((n) => n !== "tokenize.json").sort()).toEqual(names);
     for (const n of names) expect(fs.readFileSync(path.join(viaJs, n)).equals(fs.readFileSync(path.join(viaKernel, n))), n).toBe(true);
+  });
+
+  it("sums genes whose symbols map to one Ensembl id, in preprocess and in both tokenize paths", async () => {
+    // a gene map under which three expressed pbmc genes collapse onto one Ensembl id
+    const { genes } = await readPbmcCounts();
+    const map = (JSON.parse(fs.readFileSync(GENE_MAP, "utf8")) as { symbol_to_ensembl: Record<string, string> }).symbol_to_ensembl;
+    const mapped = genes.filter((g) => map[g]);
+    const target = map[mapped[0]];
+    map[mapped[1]] = target;
+    map[mapped[2]] = target;
+    const dupMap = path.join(dir, "dup-map.json");
+    fs.writeFileSync(dupMap, JSON.stringify({ symbol_to_ensembl: map }));
+    const want = await referenceTokens(200, 2048, null, dupMap);
+    const opts = { ...common, geneMap: dupMap };
+    const direct = path.join(dir, "dup-direct");
+    await tokenize({ ...opts, input: [H5AD], out: direct });
+    expect(readDataset(direct).ids).toEqual(want.tokens);
+    const pre = path.join(dir, "dup-pre");
+    await preprocess({ ...PREPROCESS_DEFAULTS, inputs: [H5AD], out: pre, countsLayer: "counts", geneMap: dupMap, vocab: VOCAB, unitCells: 300 });
+    const manifest = JSON.parse(fs.readFileSync(path.join(pre, "manifest.json"), "utf8"));
+    expect(manifest.inputs[0].genes.duplicate_columns_summed).toBe(2);
+    const viaPre = path.join(dir, "dup-via-pre");
+    await tokenize({ ...TOKENIZE_DEFAULTS, input: [pre], out: viaPre, medians: MEDIANS });
+    expect(readDataset(viaPre).ids).toEqual(want.tokens);
   });
 
   it("writes the Hugging Face datasets layout and a seekable shard index", async () => {
