@@ -169,6 +169,18 @@ describe.skipIf(!hasShared)("gm preprocess on real data", () => {
     for (const [k, v] of before) expect(v.equals(after.get(k)!), k).toBe(true);
   });
 
+  it("--log1p stores log1p of the normalised values and leaves the medians alone", async () => {
+    const out = path.join(dir, "log1p");
+    await preprocess({ ...base, inputs: [H5AD], out, countsLayer: "counts", unitCells: 1000, log1p: true });
+    expect(fs.readFileSync(path.join(out, "gene_medians.json"), "utf8")).toBe(fs.readFileSync(path.join(dir, "one-unit/gene_medians.json"), "utf8"));
+    const m = readJson<{ shards: { path: string }[] }>(path.join(out, "manifest.json"));
+    const b = [...RecordBatchReader.from(fs.readFileSync(path.join(out, m.shards[0].path)))][0];
+    const counts = Array.from(b.getChild("counts")!.get(3)!.toArray() as Float32Array);
+    const values = Array.from(b.getChild("values")!.get(3)!.toArray() as Float32Array);
+    const n = b.getChild("n_counts")!.get(3) as number;
+    values.forEach((v, i) => expect(v).toBeCloseTo(Math.fround(Math.log1p((counts[i] / n) * 10000)), 4));
+  });
+
   it("refuses an output folder holding a run with other options", async () => {
     await expect(preprocess({ ...base, inputs: [H5AD], out: path.join(dir, "one-unit"), countsLayer: "counts", unitCells: 1000, minGenes: 10 })).rejects.toThrow(/other inputs or options/);
   });
