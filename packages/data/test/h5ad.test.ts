@@ -22,6 +22,35 @@ function rowsOf(b: CsrBlock): Map<number, number>[] {
   return out;
 }
 
+describe("h5ad dataframes written by gm read back", () => {
+  it("categoricals (with missing codes), strings, numbers, booleans and nullable booleans", async () => {
+    const file = path.join(tmpDir("gm-h5ad-df-"), "df.h5ad");
+    const w = await H5adWriter.create(file);
+    w.writeDataFrame("obs", {
+      index: ["c0", "c1", "c2"],
+      columns: new Map<string, Parameters<H5adWriter["writeColumn"]>[2]>([
+        ["cell_type", { kind: "categorical", codes: [1, -1, 0], categories: ["B cell", "T cell"] }],
+        ["donor", { kind: "string", values: ["d1", "d2", "d3"] }],
+        ["n", { kind: "number", values: new Float64Array([1.5, 2, 3]) }],
+        ["is_primary_data", { kind: "bool", values: Uint8Array.from([1, 0, 1]) }],
+        ["passed", { kind: "bool", values: Uint8Array.from([1, 0, 0]), mask: Uint8Array.from([0, 0, 1]) }],
+      ]),
+    });
+    w.writeDataFrame("var", { index: ["g0"], columns: new Map() });
+    w.close();
+    const f = await openH5ad(file);
+    expect(f.obsColumns()).toEqual(["cell_type", "donor", "n", "is_primary_data", "passed"]);
+    const df = f.readObs(f.obsColumns(), 1, 3);
+    expect(df.index).toEqual(["c1", "c2"]);
+    expect(df.columns.get("cell_type")).toEqual({ kind: "categorical", codes: Int32Array.from([-1, 0]), categories: ["B cell", "T cell"] });
+    expect(df.columns.get("donor")).toEqual({ kind: "string", values: ["d2", "d3"] });
+    expect(df.columns.get("n")).toEqual({ kind: "number", values: Float64Array.from([2, 3]) });
+    expect(df.columns.get("is_primary_data")).toEqual({ kind: "bool", values: Uint8Array.from([0, 1]) });
+    expect(df.columns.get("passed")).toEqual({ kind: "bool", values: Uint8Array.from([0, 0]), mask: Uint8Array.from([0, 1]) });
+    f.close();
+  });
+});
+
 describe.skipIf(!hasShared)("h5ad reader", () => {
   const dir = tmpDir("gm-h5ad-");
   const csc = path.join(dir, "pbmc-csc.h5ad");
