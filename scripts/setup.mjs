@@ -34,5 +34,5 @@ if (have !== want) {
   fs.writeFileSync(stamp, want);
 }
 if (!process.argv.includes("--install-only")) {
-  run(process.execPath, [path.join(root, "node_modules", "typescript", "bin", "tsc"), "-b", "packages/core", "packages/data", "packages/cli"]);
+  run(process.execPath, [path.join(root, "node_modules", "typescript", "bin", "tsc"), "-b", "packages/core", "packages/data", "packages/census", "packages/cli"]);
 }

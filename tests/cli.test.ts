@@ -297,3 +297,28 @@ describe("killed runs resume", () => {
     expectSameFiles(tokClean, tokOut);
   });
 });
+
+describe.skipIf(!hasShared)("preprocess reads a census-fetch folder through its manifest", () => {
+  it("takes the newest recorded version of each dataset and ignores unlisted files", () => {
+    const dir = tmpDir("gm-census-dir-");
+    const put = (rel: string, src: string) => {
+      fs.mkdirSync(path.dirname(path.join(dir, rel)), { recursive: true });
+      fs.copyFileSync(shared("h5ad", src), path.join(dir, rel));
+    };
+    put("ds-a/v1.h5ad", "cellxgene_heart_invalid_CL.h5ad");
+    put("ds-a/v2.h5ad", "cellxgene_heart_invalid_CL.h5ad");
+    put("ds-b/v1.h5ad", "pbmc_5k_protein_v3_legacy.h5ad");
+    put("stray/not-listed.h5ad", "seurat_pbmc_small.h5ad"); // would fail: no raw counts
+    const lines = [
+      { dataset_id: "ds-a", dataset_version_id: "v1", path: "ds-a/v1.h5ad", fetched_at: "2026-01-01T00:00:00Z" },
+      { dataset_id: "ds-b", dataset_version_id: "v1", path: "ds-b/v1.h5ad", fetched_at: "2026-01-02T00:00:00Z" },
+      { dataset_id: "ds-a", dataset_version_id: "v2", path: "ds-a/v2.h5ad", fetched_at: "2026-02-01T00:00:00Z" },
+    ];
+    fs.writeFileSync(path.join(dir, "manifest.jsonl"), lines.map((l) => JSON.stringify(l)).join("\n") + '\n{"dataset_id": "cut sh');
+    const out = path.join(tmpDir(), "pre");
+    const r = gm(["preprocess", dir, "--out", out, "--gene-map", GENE_MAP, "--min-genes", "10"]);
+    expect(r.code, r.stderr).toBe(0);
+    const m = JSON.parse(fs.readFileSync(path.join(out, "manifest.json"), "utf8"));
+    expect(m.inputs.map((i: { path: string }) => path.relative(dir, i.path)).sort()).toEqual(["ds-a/v2.h5ad", "ds-b/v1.h5ad"]);
+  });
+});

@@ -105,6 +105,40 @@ export function buildProgram(): Command {
       ),
   ).action(lazy(() => import("./commands/tokenize.js")));
 
+  const repeat = (v: string, prev: string[] = []): string[] => [...prev, v];
+  common(
+    program
+      .command("census-fetch")
+      .description("download CELLxGENE Discover datasets (H5AD) with resume, retries, checksums and a manifest")
+      .option("--organism <name>", "keep datasets with this organism: label (case-insensitive) or ontology term id; repeat for OR", repeat, [])
+      .option("--assay <name>", "keep datasets with this assay (label or ontology term id); repeat for OR", repeat, [])
+      .option("--tissue <name>", "keep datasets with this tissue (label or ontology term id); repeat for OR", repeat, [])
+      .option("--disease <name>", "keep datasets with this disease (label or ontology term id); repeat for OR", repeat, [])
+      .option("--min-cells <n>", "keep datasets with at least n cells", int("--min-cells", 0), 0)
+      .option("--schema-version <v>", "keep datasets of this schema version (5, 5.2 or 5.2.0)")
+      .option("--primary-only", "keep datasets holding primary data (is_primary_data true)", false)
+      .option("--datasets <file>", "only these dataset ids or dataset version ids, one per line (# comments)")
+      .option("--out <dir>", "download folder: OUT/<dataset_id>/<dataset_version_id>.h5ad and OUT/manifest.jsonl")
+      .option("--dry-run", "print the plan (datasets, sizes, cells, what is present) and download nothing", false)
+      .option("--json", "print the plan / the run summary as JSON on stdout", false)
+      .option("--max-datasets <n>", "select at most n datasets (present ones included), oldest first", int("--max-datasets", 1))
+      .option("--max-bytes <size>", "select datasets up to this total size, e.g. 500GB, 1.5TiB (present ones included)")
+      .option("--concurrency <n>", "parallel downloads", int("--concurrency", 1), 2)
+      .option("--retries <n>", "consecutive failed attempts allowed per file (a failure after new bytes arrived does not count)", int("--retries", 0), 10)
+      .option("--keep-free <size>", "leave at least this much free space on OUT's file system", "1GiB")
+      .addOption(new Option("--verify <mode>", "re-runs check present files by size and sha256 (full) or size only").choices(["full", "size"]).default("full"))
+      .addOption(new Option("--api-url <url>", "CELLxGENE Discover curation API base URL").env("GM_CELLXGENE_API_URL").default("https://api.cellxgene.cziscience.com/curation/v1"))
+      .addHelpText(
+        "after",
+        examples([
+          `gm census-fetch --organism "Homo sapiens" --assay "10x 3' v3" --min-cells 1000 --dry-run`,
+          `gm census-fetch --organism "Homo sapiens" --assay "10x 3' v3" --out data/raw --max-bytes 500GB --concurrency 4`,
+          "gm census-fetch --datasets ids.txt --out data/raw",
+          "gm preprocess data/raw --out data/pre",
+        ]),
+      ),
+  ).action(lazy(() => import("./commands/census-fetch.js")));
+
   return program;
 }
 

@@ -203,10 +203,45 @@ export async function openCellFile(p: string): Promise<CellFile> {
   throw inputError(p, "unknown input type; expected .h5ad, a 10x .h5, or a 10x MEX folder");
 }
 
-/** Expand INPUT arguments: files as given, folders searched (recursively) for .h5ad/.h5 files and MEX folders. */
+/**
+ * The files a `gm census-fetch` folder holds, from its manifest.jsonl: the newest fetched version of
+ * each dataset whose file is present (a line cut short by a crash is ignored). Undefined when the
+ * folder has no manifest.
+ */
+export function censusManifestFiles(dir: string): string[] | undefined {
+  const file = path.join(dir, "manifest.jsonl");
+  if (!fs.existsSync(file)) return undefined;
+  const newest = new Map<string, { path: string; fetchedAt: string }>();
+  for (const line of fs.readFileSync(file, "utf8").split("\n")) {
+    if (!line.trim()) continue;
+    let rec: { dataset_id?: unknown; path?: unknown; fetched_at?: unknown };
+    try {
+      rec = JSON.parse(line) as typeof rec;
+    } catch {
+      continue;
+    }
+    if (typeof rec.dataset_id !== "string" || typeof rec.path !== "string") continue;
+    const p = path.resolve(dir, rec.path);
+    if (!p.startsWith(path.resolve(dir) + path.sep)) throw inputError(file, `entry ${rec.dataset_id} points outside the folder (${rec.path}); the manifest is corrupt`);
+    const fetchedAt = typeof rec.fetched_at === "string" ? rec.fetched_at : "";
+    const prev = newest.get(rec.dataset_id);
+    if (!prev || fetchedAt >= prev.fetchedAt) newest.set(rec.dataset_id, { path: p, fetchedAt });
+  }
+  return [...newest.values()].map((x) => x.path).filter((p) => fs.existsSync(p)).sort();
+}
+
+/**
+ * Expand INPUT arguments: files as given; folders searched (recursively) for .h5ad/.h5 files and MEX
+ * folders, except a census-fetch folder, whose manifest.jsonl lists what to read.
+ */
 export function expandInputs(inputs: string[]): string[] {
   const out: string[] = [];
   const walk = (dir: string) => {
+    const listed = censusManifestFiles(dir);
+    if (listed) {
+      out.push(...listed);
+      return;
+    }
     const entries = fs.readdirSync(dir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     for (const e of entries) {
       const p = path.join(dir, e.name);
