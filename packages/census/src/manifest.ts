@@ -12,7 +12,8 @@ import { writeFileAtomic } from "@gm/core";
 
 export const MANIFEST_NAME = "manifest.jsonl";
 
-export interface ManifestEntry {
+/** What the plan and the manifest both record of a dataset version. */
+export interface DatasetDescription {
   dataset_id: string;
   dataset_version_id: string;
   title: string;
@@ -24,6 +25,9 @@ export interface ManifestEntry {
   disease: string[];
   cell_count: number | null;
   schema_version: string;
+}
+
+export interface ManifestEntry extends DatasetDescription {
   /** file size in bytes (equal to the API's filesize) */
   bytes: number;
   /** hex sha256 of the file */

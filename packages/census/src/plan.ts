@@ -5,7 +5,7 @@
 import * as fs from "node:fs";
 import { h5adAsset, type CensusDataset, type OntologyTerm } from "./api.js";
 import { datasetPaths, displayId, displayText, isSafeId, unsafeIdReason } from "./ids.js";
-import type { Manifest } from "./manifest.js";
+import type { DatasetDescription, Manifest } from "./manifest.js";
 import { formatBytes, formatCount } from "./size.js";
 
 export interface Filters {
@@ -30,19 +30,8 @@ export interface Budgets {
 
 export type PlanAction = "fetch" | "present" | "skip" | "error";
 
-export interface PlanItem {
+export interface PlanItem extends DatasetDescription {
   action: PlanAction;
-  dataset_id: string;
-  dataset_version_id: string;
-  title: string;
-  collection_id: string;
-  collection_name: string;
-  organism: string[];
-  assay: string[];
-  tissue: string[];
-  disease: string[];
-  cell_count: number | null;
-  schema_version: string;
   /** the H5AD asset's filesize */
   bytes?: number;
   url?: string;
