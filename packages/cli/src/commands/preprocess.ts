@@ -1,7 +1,7 @@
 import type { Logger } from "@gm/core";
 import { usageError } from "@gm/core";
 import { mergePreprocess, parseShardSpec, preprocess, PREPROCESS_DEFAULTS } from "@gm/data";
-import { cleaningSettings, num } from "../options.js";
+import { cleaningSettings } from "../options.js";
 
 export async function run(o: Record<string, unknown>, inputs: string[], log: Logger): Promise<void> {
   const out = o.out as string | undefined;
