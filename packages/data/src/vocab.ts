@@ -8,7 +8,7 @@
  *  - a plain text gene list (one Ensembl id per line; ids assigned after [UNK]=0, [PAD]=1 in file order)
  */
 import * as fs from "node:fs";
-import { inputError, writeJsonAtomic } from "@gm/core";
+import { inputError, readJsonFile, writeJsonAtomic } from "@gm/core";
 
 export const DEFAULT_SPECIALS: Record<string, number> = { "[UNK]": 0, "[PAD]": 1 };
 
@@ -142,14 +142,7 @@ export function loadVocabulary(file: string): Vocabulary {
 
 /** Gene medians: {ensembl_id: median}. */
 export function loadMedians(file: string): Map<string, number> {
-  let obj: Record<string, unknown>;
-  try {
-    obj = JSON.parse(fs.readFileSync(file, "utf8")) as Record<string, unknown>;
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === "ENOENT") throw inputError(file, "medians file not found; check --medians (gm preprocess writes gene_medians.json)");
-    throw inputError(file, `medians file is not valid JSON (${(e as Error).message})`);
-  }
+  const obj = readJsonFile<Record<string, unknown>>(file, "medians file");
   if (!obj || typeof obj !== "object" || Array.isArray(obj)) throw inputError(file, "medians must be a JSON object {ensembl_id: median}");
   const m = new Map<string, number>();
   for (const [k, v] of Object.entries(obj)) {
@@ -162,15 +155,8 @@ export function loadMedians(file: string): Map<string, number> {
 
 /** Symbol -> Ensembl map: {"symbol_to_ensembl": {...}} or a flat {symbol: ensembl}. */
 export function loadGeneMap(file: string): Map<string, string> {
-  let obj: Record<string, unknown>;
-  try {
-    obj = JSON.parse(fs.readFileSync(file, "utf8")) as Record<string, unknown>;
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === "ENOENT") throw inputError(file, "gene map not found; check --gene-map");
-    throw inputError(file, `gene map is not valid JSON (${(e as Error).message})`);
-  }
-  const src = (obj.symbol_to_ensembl ?? obj) as Record<string, unknown>;
+  const obj = readJsonFile<Record<string, unknown>>(file, "gene map");
+  const src = (obj?.symbol_to_ensembl ?? obj ?? {}) as Record<string, unknown>;
   const m = new Map<string, string>();
   for (const [k, v] of Object.entries(src)) if (typeof v === "string") m.set(k, v);
   if (m.size === 0) throw inputError(file, "gene map holds no symbol -> Ensembl entries");
