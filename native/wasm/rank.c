@@ -209,3 +209,163 @@ __attribute__((export_name("tokenize_block"))) int32_t tokenize_block(
   }
   return 0;
 }
+
+/* ---- crick t-digest accumulation (the hot path of gm preprocess) -----------------------------
+ *
+ * A port of packages/data/src/tdigest.ts's DigestSet add/flush (itself a port of crick's merging
+ * t-digest), operating on the SAME memory layout, so the TypeScript class keeps owning the state
+ * (queries, merges, serialisation) and only adding values runs here. Every operation is in the same
+ * order as the TypeScript code; asin comes from the host (Math.asin) and sqrt is IEEE-exact in both,
+ * so the two produce bit-identical digests (tests compare them).
+ */
+__attribute__((import_module("env"), import_name("asin"))) double host_asin(double);
+
+static double *TD;           /* per digest: B buffer means, B buffer weights, cap means, cap weights */
+static int32_t *TD_NCENT, *TD_NBUF;
+static uint8_t *TD_NONUNIT;
+static double *TD_TOTALW, *TD_BUFW, *TD_MINV, *TD_MAXV;
+static int32_t TD_STRIDE, TD_B, TD_CAP;
+static double TD_C, TD_COSPC, TD_SINPC, TD_QFIRST, TD_QALWAYS;
+#define TD_SCRATCH 4096
+static double sM[TD_SCRATCH], sW[TD_SCRATCH];
+#define Q_MARGIN 1e-9
+#define PI 3.141592653589793
+#define PI_2 1.5707963267948966
+
+__attribute__((export_name("digest_init"))) void digest_init(double *data, int32_t *ncent, int32_t *nbuf, uint8_t *nonunit, double *totalw,
+    double *bufw, double *minv, double *maxv, int32_t stride, int32_t B, int32_t cap, double c, double cosPc, double sinPc,
+    double qFirst, double qAlways) {
+  TD = data; TD_NCENT = ncent; TD_NBUF = nbuf; TD_NONUNIT = nonunit; TD_TOTALW = totalw; TD_BUFW = bufw;
+  TD_MINV = minv; TD_MAXV = maxv; TD_STRIDE = stride; TD_B = B; TD_CAP = cap; TD_C = c; TD_COSPC = cosPc;
+  TD_SINPC = sinPc; TD_QFIRST = qFirst; TD_QALWAYS = qAlways;
+}
+
+static double td_scale(double c, double q) {
+  q = q > 1 ? 1 : q;
+  return (c * (host_asin(2 * q - 1) + PI_2)) / PI;
+}
+
+/* returns the number of centroids, or -1 when the capacity would be exceeded */
+static int32_t td_compress(int32_t p, double *dst, int32_t dm0, int32_t dw0, double W) {
+  const double c = TD_C;
+  const double invW = 1 / W;
+  const double qAlwaysLo = TD_QALWAYS - Q_MARGIN;
+  const double qAlwaysHi = TD_QALWAYS + Q_MARGIN;
+  int32_t out = 1;
+  double curM = sM[0], curW = sW[0], wsf = curW, q1 = 0, k1 = 0;
+  int k1Known = 1;
+  double qLo = TD_QFIRST - Q_MARGIN, qHi = TD_QFIRST + Q_MARGIN;
+  for (int32_t k = 1; k < p; k++) {
+    const double u = sM[k], w = sW[k];
+    const double q2 = (wsf + w) * invW;
+    int fold;
+    if (q2 <= qLo) fold = 1;
+    else if (q2 >= qHi) fold = 0;
+    else {
+      if (!k1Known) { k1 = td_scale(c, q1); k1Known = 1; }
+      fold = td_scale(c, (wsf + w) / W) - k1 <= 1;
+    }
+    if (fold) {
+      curW += w;
+      curM += ((u - curM) * w) / curW;
+    } else {
+      dst[dm0 + out - 1] = curM;
+      dst[dw0 + out - 1] = curW;
+      if (out >= TD_CAP) return -1;
+      out++;
+      curM = u;
+      curW = w;
+      q1 = wsf / W;
+      k1Known = 0;
+      if (q1 > qAlwaysHi) { qLo = __builtin_inf(); qHi = __builtin_inf(); }
+      else if (q1 >= qAlwaysLo) { qLo = -__builtin_inf(); qHi = __builtin_inf(); }
+      else {
+        const double t = 0.5 + 0.5 * (2 * q1 - 1) * TD_COSPC + __builtin_sqrt(q1 * (1 - q1)) * TD_SINPC;
+        qLo = t - Q_MARGIN;
+        qHi = t + Q_MARGIN;
+      }
+    }
+    wsf += w;
+  }
+  dst[dm0 + out - 1] = curM;
+  dst[dw0 + out - 1] = curW;
+  return out;
+}
+
+static int32_t td_flush(int32_t i) {
+  double *d = TD;
+  const int32_t base = i * TD_STRIDE;
+  const int32_t nb = TD_NBUF[i];
+  if (nb == 0) return 0;
+  const int32_t B = TD_B;
+  const int32_t b0 = base, bEnd = b0 + nb;
+  if (TD_NONUNIT[i] == 0) {
+    for (int32_t a = b0 + 1; a < bEnd; a++) {
+      const double m = d[a];
+      int32_t b = a - 1;
+      while (b >= b0) {
+        const double v = d[b];
+        if (!(m < v)) break;
+        d[b + 1] = v;
+        b--;
+      }
+      d[b + 1] = m;
+    }
+  } else {
+    for (int32_t a = b0 + 1; a < bEnd; a++) {
+      const double m = d[a], w = d[a + B];
+      int32_t b = a - 1;
+      while (b >= b0) {
+        const double v = d[b];
+        if (!(m < v)) break;
+        d[b + 1] = v;
+        d[b + 1 + B] = d[b + B];
+        b--;
+      }
+      d[b + 1] = m;
+      d[b + 1 + B] = w;
+    }
+    TD_NONUNIT[i] = 0;
+  }
+  if (TD_MINV[i] > d[b0]) TD_MINV[i] = d[b0];
+  if (TD_MAXV[i] < d[bEnd - 1]) TD_MAXV[i] = d[bEnd - 1];
+  const double W = TD_TOTALW[i] + TD_BUFW[i];
+  TD_TOTALW[i] = W;
+  TD_BUFW[i] = 0;
+  const int32_t cap = TD_CAP;
+  const int32_t c0 = b0 + 2 * B, cEnd = c0 + TD_NCENT[i];
+  int32_t p = 0, bi = b0, ci = c0;
+  while (bi < bEnd && ci < cEnd) {
+    const double bm = d[bi], cm = d[ci];
+    if (bm < cm) { sM[p] = bm; sW[p] = d[bi + B]; bi++; }
+    else { sM[p] = cm; sW[p] = d[ci + cap]; ci++; }
+    p++;
+  }
+  for (; bi < bEnd; bi++, p++) { sM[p] = d[bi]; sW[p] = d[bi + B]; }
+  for (; ci < cEnd; ci++, p++) { sM[p] = d[ci]; sW[p] = d[ci + cap]; }
+  const int32_t n = td_compress(p, d, c0, c0 + cap, W);
+  if (n < 0) return -1;
+  TD_NCENT[i] = n;
+  TD_NBUF[i] = 0;
+  return 0;
+}
+
+/* Adds vals[0..n) (unit weight, in order) to digest i; non-finite values are skipped. 0 or -1. */
+__attribute__((export_name("digest_add_run"))) int32_t digest_add_run(int32_t i, const double *vals, int32_t n) {
+  double *d = TD;
+  const int32_t base = i * TD_STRIDE;
+  for (int32_t k = 0; k < n; k++) {
+    const double x = vals[k];
+    if (x - x != 0) continue;
+    int32_t nb = TD_NBUF[i];
+    if (nb == TD_B) {
+      if (td_flush(i) < 0) return -1;
+      nb = 0;
+    }
+    d[base + nb] = x;
+    d[base + nb + TD_B] = 1;
+    TD_NBUF[i] = nb + 1;
+    TD_BUFW[i] += 1;
+  }
+  return 0;
+}

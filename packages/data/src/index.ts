@@ -14,3 +14,4 @@ export * from "./preprocess/merge.js";
 export * from "./simulate/index.js";
 export * from "./tenx.js";
 export * from "./h5ad/write.js";
+export * from "./tdigest-wasm.js";

@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { newKernelInstance } from "./kernel.js";
 /**
  * Rank-value ordering of one cell's genes (the Geneformer rule): by value descending, ties broken by
  * ascending token id, zeros already removed by the caller.
@@ -154,13 +154,9 @@ export interface RankExports {
 
 let kernel: RankExports | undefined;
 
-/** The WebAssembly kernel (native/wasm/rank.c), instantiated once per thread. */
+/** The ranking / tokenization kernel, one instance per thread. */
 export function rankKernel(): RankExports {
-  if (!kernel) {
-    // Resolved next to dist/ (packages/data/wasm/rank.wasm) — shipped, not built at install time.
-    const bytes = readFileSync(new URL("../wasm/rank.wasm", import.meta.url));
-    kernel = new WebAssembly.Instance(new WebAssembly.Module(bytes), {}).exports as unknown as RankExports;
-  }
+  kernel ??= newKernelInstance<RankExports>();
   return kernel;
 }
 

@@ -79,6 +79,26 @@ export function tdigestScale(c: number, q: number): number {
   return (c * (Math.asin(2 * q - 1) + PI_2)) / PI;
 }
 
+/** Where a DigestSet's arrays live (fresh, zero-filled arrays of the requested length). */
+export interface DigestStorage {
+  float64(name: string, n: number): Float64Array;
+  int32(name: string, n: number): Int32Array;
+  uint8(name: string, n: number): Uint8Array;
+}
+
+const jsStorage: DigestStorage = {
+  float64: (_name, n) => new Float64Array(n),
+  int32: (_name, n) => new Int32Array(n),
+  uint8: (_name, n) => new Uint8Array(n),
+};
+
+/** The closed-form constants a flush uses (shared with the WebAssembly port). */
+export function tdigestFlushConstants(compression: number): { cosPc: number; sinPc: number; qFirst: number; qAlways: number } {
+  const c = tdigestCompression(compression);
+  const cosPc = Math.cos(PI / c);
+  return { cosPc, sinPc: Math.sin(PI / c), qFirst: 0.5 - 0.5 * cosPc, qAlways: (1 + cosPc) / 2 };
+}
+
 /** JSON form of one digest: crick's pickled state (centroids, total_weight, min, max) plus c. */
 export interface TDigestJSON {
   compression: number;
@@ -142,7 +162,11 @@ export class DigestSet {
   private readonly qAlways: number;
   private readonly qFirst: number;
 
-  constructor(size: number, compression = 100) {
+  /**
+   * storage, when given, provides the typed arrays (e.g. views of WebAssembly memory, see
+   * WasmDigestSet); by default they are ordinary JS arrays.
+   */
+  constructor(size: number, compression = 100, storage: DigestStorage = jsStorage) {
     if (!Number.isInteger(size) || size < 0) throw new RangeError(`DigestSet size must be a non-negative integer, got ${size}`);
     const c = tdigestCompression(compression);
     this.size = size;
@@ -150,18 +174,15 @@ export class DigestSet {
     this.capacity = 2 * Math.ceil(c) + CAPACITY_SLACK;
     this.bufferSize = tdigestBufferSize(c);
     this.stride = 2 * this.bufferSize + 2 * this.capacity;
-    this.data = new Float64Array(size * this.stride);
-    this.nCent = new Int32Array(size);
-    this.nBuf = new Int32Array(size);
-    this.nonUnit = new Uint8Array(size);
-    this.totalW = new Float64Array(size);
-    this.bufferW = new Float64Array(size);
-    this.minV = new Float64Array(size).fill(DBL_MAX);
-    this.maxV = new Float64Array(size).fill(-DBL_MAX);
-    this.cosPc = Math.cos(PI / c);
-    this.sinPc = Math.sin(PI / c);
-    this.qAlways = (1 + this.cosPc) / 2;
-    this.qFirst = 0.5 - 0.5 * this.cosPc;
+    this.data = storage.float64("data", size * this.stride);
+    this.nCent = storage.int32("nCent", size);
+    this.nBuf = storage.int32("nBuf", size);
+    this.nonUnit = storage.uint8("nonUnit", size);
+    this.totalW = storage.float64("totalW", size);
+    this.bufferW = storage.float64("bufferW", size);
+    this.minV = storage.float64("minV", size).fill(DBL_MAX);
+    this.maxV = storage.float64("maxV", size).fill(-DBL_MAX);
+    ({ cosPc: this.cosPc, sinPc: this.sinPc, qAlways: this.qAlways, qFirst: this.qFirst } = tdigestFlushConstants(c));
     if (scratchMean.length < this.capacity + this.bufferSize) {
       scratchMean = new Float64Array(this.capacity + this.bufferSize);
       scratchWeight = new Float64Array(this.capacity + this.bufferSize);
@@ -193,6 +214,12 @@ export class DigestSet {
     if (w !== 1 && !(w > 0 && w < Infinity)) throw new RangeError(`t-digest weight must be > 0 and finite, got ${w}`);
     this.check(i);
     this.addRaw(i, x, w);
+  }
+
+  /** Adds values[start..end) to digest i in order (unit weights; non-finite values skipped). */
+  addRun(i: number, values: Float64Array, start = 0, end = values.length): void {
+    this.check(i);
+    for (let k = start; k < end; k++) this.addRaw(i, values[k], 1);
   }
 
   /**

@@ -12,7 +12,8 @@ import { tempNameFor, writeJsonAtomic, writeFileAtomic } from "@gm/core";
 import type { CellFile } from "../types.js";
 import type { InputPlan } from "../plan.js";
 import { cleanRows, emptyCleanStats, type CleanStats } from "../clean.js";
-import { DigestSet } from "../tdigest.js";
+import type { DigestSet } from "../tdigest.js";
+import { WasmDigestSet } from "../tdigest-wasm.js";
 import { ArrowFileSink } from "../arrow/sink.js";
 import { arrowTypeOfColumn, float64Data, int32Data, listFloat32Data, listInt32Data, obsColumnData, utf8Data } from "../arrow/columns.js";
 
@@ -61,7 +62,7 @@ export function obsFieldName(name: string): string {
 export function processUnit(file: CellFile, task: UnitTask, onCells: (n: number) => void): UnitResult {
   const { plan, settings, outDir } = task;
   const obsColumns = plan.obsColumns;
-  const digests = new DigestSet(plan.genes.length);
+  const digests = new WasmDigestSet(plan.genes.length);
   const geneCounts = new Int32Array(plan.genes.length + 1);
   const geneStart = new Int32Array(plan.genes.length + 1);
   const stats = emptyCleanStats();
@@ -152,7 +153,8 @@ export function processUnit(file: CellFile, task: UnitTask, onCells: (n: number)
  * Feed a block's values to the per-gene digests gene by gene (a stable counting sort keeps each
  * gene's values in cell order, so the digests are identical to adding cell by cell, as crick's
  * per-chunk `update(row)` does). Adding gene-major keeps one digest's buffer and centroids in cache
- * instead of touching ~2,000 random digests per cell: about 5x faster on real-sized data.
+ * instead of touching ~2,000 random digests per cell, and lets each gene's run go to the
+ * WebAssembly port of the flush in one call.
  */
 function digestByGene(digests: DigestSet, genes: Int32Array, values: Float64Array, counts: Int32Array, start: Int32Array): void {
   const nnz = genes.length;
@@ -163,9 +165,5 @@ function digestByGene(digests: DigestSet, genes: Int32Array, values: Float64Arra
   const grouped = new Float64Array(nnz);
   for (let j = 0; j < nnz; j++) grouped[start[genes[j]]++] = values[j];
   const G = counts.length - 1;
-  for (let g = 0; g < G; g++) {
-    const a = counts[g];
-    const b = counts[g + 1];
-    for (let k = a; k < b; k++) digests.add(g, grouped[k]);
-  }
+  for (let g = 0; g < G; g++) if (counts[g + 1] > counts[g]) digests.addRun(g, grouped, counts[g], counts[g + 1]);
 }
