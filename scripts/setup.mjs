@@ -34,5 +34,66 @@ if (have !== want) {
   fs.writeFileSync(stamp, want);
 }
 if (!process.argv.includes("--install-only")) {
-  run(process.execPath, [path.join(root, "node_modules", "typescript", "bin", "tsc"), "-b", "packages/core", "packages/data", "packages/census", "packages/cli"]);
+  run(process.execPath, [path.join(root, "node_modules", "typescript", "bin", "tsc"), "-b", "packages/core", "packages/data", "packages/census", "packages/engine", "packages/cli"]);
+  if (!process.argv.includes("--no-native")) buildNative();
+}
+
+// The C++ engine (native/): cmake-js compiles it against Node-API; rebuilt when its sources change.
+function buildNative() {
+  const nativeDir = path.join(root, "native");
+  const out = path.join(nativeDir, "build");
+  const addon = path.join(out, "Release", "gm_native.node");
+  const nativeStamp = path.join(out, ".gm-native-stamp");
+  const hash = createHash("sha1");
+  const walk = (dir) => {
+    for (const e of fs.readdirSync(dir, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
+      const p = path.join(dir, e.name);
+      if (e.isDirectory()) {
+        if (p !== out && e.name !== "wasm") walk(p);
+      } else {
+        hash.update(p).update(fs.readFileSync(p));
+      }
+    }
+  };
+  walk(nativeDir);
+  const wantNative = hash.digest("hex");
+  if (fs.existsSync(addon) && fs.existsSync(nativeStamp) && fs.readFileSync(nativeStamp, "utf8") === wantNative) return;
+  ensureToolchain();
+  console.error("gm setup: building the native engine (native/ -> native/build) ...");
+  const cmakeJs = path.join(root, "packages", "engine", "node_modules", "cmake-js", "bin", "cmake-js");
+  execFileSync(process.execPath, [cmakeJs, "compile", "--directory", nativeDir, "--out", out], {
+    cwd: path.join(root, "packages", "engine"),
+    stdio: ["ignore", "ignore", "inherit"],
+  });
+  fs.writeFileSync(nativeStamp, wantNative);
+}
+
+// cmake, a C++ compiler and OpenBLAS: installed with apt-get when missing and we are root.
+function ensureToolchain() {
+  const has = (cmd) => {
+    try {
+      execFileSync("sh", ["-c", `command -v ${cmd}`], { stdio: "ignore" });
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const blas = ["/usr/include/x86_64-linux-gnu/openblas-pthread/cblas.h", "/usr/include/aarch64-linux-gnu/openblas-pthread/cblas.h", "/usr/include/openblas/cblas.h"].some((p) => fs.existsSync(p));
+  const missing = [];
+  if (!has("cmake")) missing.push("cmake");
+  if (!has("g++")) missing.push("g++");
+  if (!blas) missing.push("libopenblas-dev");
+  if (!missing.length) return;
+  const root_ = typeof process.getuid === "function" && process.getuid() === 0;
+  if (root_ && has("apt-get")) {
+    console.error(`gm setup: installing ${missing.join(", ")} with apt-get ...`);
+    try {
+      execFileSync("sh", ["-c", `apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${missing.join(" ")}`], { stdio: ["ignore", "ignore", "inherit"] });
+      return;
+    } catch {
+      // fall through to the message below
+    }
+  }
+  console.error(`gm setup: the native engine needs ${missing.join(", ")}; install them (Debian/Ubuntu: sudo apt-get install ${missing.join(" ")}) and run npm run setup again`);
+  process.exit(1);
 }

@@ -1,0 +1,44 @@
+// Linear layer through BLAS: out[M,O] = inp[M,I] * W[O,I]^T + bias[O].
+// Leading dimensions let callers read and write column slices of wider buffers (in_proj's output is
+// split into z | xBC | dt without copies). Backward accumulates into dinp, dweight and dbias.
+#pragma once
+#include "common.h"
+
+namespace gm {
+
+template <typename T>
+void linear_forward(T* out, i64 ld_out, const T* inp, i64 ld_inp, const T* weight, const T* bias, i64 M, i64 I, i64 O) {
+  gemm(false, true, M, O, I, T(1), inp, ld_inp, weight, I, T(0), out, ld_out);
+  if (bias) {
+#pragma omp parallel for schedule(static)
+    for (i64 m = 0; m < M; m++) {
+      T* row = out + m * ld_out;
+      for (i64 o = 0; o < O; o++) row[o] += bias[o];
+    }
+  }
+}
+
+// dinp may be null (no gradient wanted), dbias may be null (no bias).
+template <typename T>
+void linear_backward(T* dinp, i64 ld_dinp, T* dweight, T* dbias, const T* dout, i64 ld_dout, const T* inp, i64 ld_inp,
+                     const T* weight, i64 M, i64 I, i64 O) {
+  if (M == 0) return;
+  if (dinp) gemm(false, false, M, I, O, T(1), dout, ld_dout, weight, I, T(1), dinp, ld_dinp);
+  gemm(true, false, O, I, M, T(1), dout, ld_dout, inp, ld_inp, T(1), dweight, I);
+  if (dbias) {
+    // Column sums in a fixed order per column block: deterministic for any thread count.
+    const i64 block = 64;
+#pragma omp parallel for schedule(static)
+    for (i64 o0 = 0; o0 < O; o0 += block) {
+      const i64 o1 = o0 + block < O ? o0 + block : O;
+      T acc[64] = {};
+      for (i64 m = 0; m < M; m++) {
+        const T* row = dout + m * ld_dout;
+        for (i64 o = o0; o < o1; o++) acc[o - o0] += row[o];
+      }
+      for (i64 o = o0; o < o1; o++) dbias[o] += acc[o - o0];
+    }
+  }
+}
+
+}  // namespace gm

@@ -1,0 +1,48 @@
+// RMSNorm without bias: out = x * w / sqrt(mean(x^2) + eps). Forward saves rstd per row.
+#pragma once
+#include "common.h"
+
+namespace gm {
+
+template <typename T>
+void rmsnorm_forward(T* out, T* rstd, const T* x, const T* w, i64 M, i64 C, T eps) {
+#pragma omp parallel for schedule(static)
+  for (i64 m = 0; m < M; m++) {
+    const T* xr = x + m * C;
+    T ss = 0;
+    for (i64 c = 0; c < C; c++) ss += xr[c] * xr[c];
+    T r = T(1) / std::sqrt(ss / T(C) + eps);
+    rstd[m] = r;
+    T* o = out + m * C;
+    for (i64 c = 0; c < C; c++) o[c] = xr[c] * r * w[c];
+  }
+}
+
+template <typename T>
+void rmsnorm_backward(T* dx, T* dw, const T* dout, const T* x, const T* w, const T* rstd, i64 M, i64 C) {
+#pragma omp parallel for schedule(static)
+  for (i64 m = 0; m < M; m++) {
+    const T* xr = x + m * C;
+    const T* g = dout + m * C;
+    const T r = rstd[m];
+    T dot = 0;  // mean((g*w) . x)
+    for (i64 c = 0; c < C; c++) dot += g[c] * w[c] * xr[c];
+    dot /= T(C);
+    T* d = dx + m * C;
+    for (i64 c = 0; c < C; c++) d[c] += r * (g[c] * w[c] - xr[c] * r * r * dot);
+  }
+  const i64 block = 32;
+#pragma omp parallel for schedule(static)
+  for (i64 c0 = 0; c0 < C; c0 += block) {
+    const i64 c1 = c0 + block < C ? c0 + block : C;
+    T acc[32] = {};
+    for (i64 m = 0; m < M; m++) {
+      const T* xr = x + m * C;
+      const T* g = dout + m * C;
+      for (i64 c = c0; c < c1; c++) acc[c - c0] += g[c] * xr[c] * rstd[m];
+    }
+    for (i64 c = c0; c < c1; c++) dw[c] += acc[c - c0];
+  }
+}
+
+}  // namespace gm

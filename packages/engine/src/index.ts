@@ -1,0 +1,4 @@
+export * from "./config.js";
+export * from "./model.js";
+export * from "./safetensors.js";
+export { loadNative, ADDON_PATH } from "./native.js";

@@ -1,0 +1,57 @@
+/**
+ * The one module that loads the C++ addon (native/build/Release/gm_native.node). Everything else in
+ * gm talks to the engine through model.ts, so commands that never train never load it.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
+import { GmError, ExitCode } from "@gm/core";
+
+export interface NativeTensorInfo {
+  name: string;
+  shape: number[];
+  offset: number;
+  numel: number;
+  decay: boolean;
+}
+
+export interface NativeEngine {
+  tensorTable(): NativeTensorInfo[];
+  buffer(name: "params" | "grads" | "adam_m" | "adam_v"): Float32Array;
+  init(seed: number): void;
+  forward(tokens: Int32Array, lengths: Int32Array, batch: number, length: number): void;
+  logits(): Float32Array;
+  hidden(): Float32Array;
+  loss(targets: Int32Array, scale: number, backward: boolean): { loss: number; count: number };
+  zeroGrad(): void;
+  gradNorm(): number;
+  adamw(o: { lr: number; beta1?: number; beta2?: number; eps?: number; weightDecay?: number; step: number; gradScale?: number }): void;
+  activationBytes(): number;
+}
+
+export interface NativeModule {
+  Engine: new (config: object) => NativeEngine;
+  maxThreads(): number;
+  setThreads(n: number): void;
+  backend: string;
+}
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const ADDON_PATH = path.resolve(here, "..", "..", "..", "native", "build", "Release", "gm_native.node");
+
+let cached: NativeModule | undefined;
+
+export function loadNative(): NativeModule {
+  if (cached) return cached;
+  if (!fs.existsSync(ADDON_PATH))
+    throw new GmError(
+      `${ADDON_PATH}: the native engine is not built; run \`npm run setup\` (it needs cmake, g++ and libopenblas-dev)`,
+      ExitCode.internal,
+    );
+  const require = createRequire(import.meta.url);
+  cached = require(ADDON_PATH) as NativeModule;
+  const env = Number(process.env.GM_THREADS);
+  if (Number.isInteger(env) && env > 0) cached.setThreads(env);
+  return cached;
+}
