@@ -10,6 +10,7 @@ export default defineConfig({
     pool: "forks",
     maxWorkers: 2,
     reporters: ["default", "./scripts/vitest-summary.ts"],
-    env: { GM_LOG_LEVEL: "error", GM_NO_PROGRESS: "1" },
+    // Two test files run at once on CI's two cores: one engine thread each.
+    env: { GM_LOG_LEVEL: "error", GM_NO_PROGRESS: "1", GM_THREADS: "1" },
   },
 });

@@ -16,6 +16,7 @@
 #include "ops/scan.h"
 #include "ops/silu.h"
 #include "ops/softplus.h"
+#include "profile.h"
 #include "rng.h"
 
 namespace gm {
@@ -211,8 +212,7 @@ void Model::recompute_mixer_inputs(i64 l) {
   mask_rows(xc_.data(), Cc, Cc);
   if (cfg.mixer == Mixer::Mamba2) {
     softplus_forward(dtv_.data(), H, a.proj.data() + E + Cc, Dp, P + o.dt_bias, Mr, H);
-    for (i64 h = 0; h < H; h++)
-      for (i64 n = 0; n < N; n++) aexp_[h * N + n] = -std::exp(P[o.A_log + h]);
+    for (i64 h = 0; h < H; h++) aexp_[h] = -std::exp(P[o.A_log + h]);  // one scalar per head
   } else {
     softplus_forward(dtv_.data(), E, a.dtpre.data(), E, P + o.dt_proj_b, Mr, E);
     for (i64 i = 0; i < E * N; i++) aexp_[i] = -std::exp(P[o.A_log + i]);
@@ -234,12 +234,18 @@ void Model::mixer_forward(i64 l, bool) {
   const i64 R = rows(), L = L_, Mr = R * L, d = cfg.d_model, E = cfg.d_inner(), Dp = cfg.d_in_proj();
   const i64 Cc = cfg.conv_dim(), N = cfg.d_state;
   const ScanShape ss = scan_shape(cfg, R, L);
-  linear_forward(a.proj.data(), Dp, u_.data(), d, P + o.in_proj, (const float*)nullptr, Mr, d, Dp);
+  {
+    Section _s("fwd.in_proj");
+    linear_forward(a.proj.data(), Dp, u_.data(), d, P + o.in_proj, (const float*)nullptr, Mr, d, Dp);
+  }
   const i64 xbc_col = cfg.mixer == Mixer::Mamba2 ? E : 0;
 #pragma omp parallel for schedule(static)
   for (i64 m = 0; m < Mr; m++) std::copy(&a.proj[m * Dp + xbc_col], &a.proj[m * Dp + xbc_col + Cc], &convin_[m * Cc]);
   mask_rows(convin_.data(), Cc, Cc);  // pads never reach a state, whatever the layout
-  conv1d_forward(a.convpre.data(), Cc, convin_.data(), Cc, P + o.conv_w, P + o.conv_b, R, L, Cc, cfg.d_conv);
+  {
+    Section _s("fwd.conv");
+    conv1d_forward(a.convpre.data(), Cc, convin_.data(), Cc, P + o.conv_w, P + o.conv_b, R, L, Cc, cfg.d_conv);
+  }
   if (cfg.mixer == Mixer::Mamba1) {
     silu_forward(xc_.data(), Cc, a.convpre.data(), Cc, Mr, Cc);
     mask_rows(xc_.data(), Cc, Cc);
@@ -247,8 +253,12 @@ void Model::mixer_forward(i64 l, bool) {
     linear_forward(a.xdbl.data(), X, xc_.data(), E, P + o.x_proj, (const float*)nullptr, Mr, E, X);
     linear_forward(a.dtpre.data(), E, a.xdbl.data(), X, P + o.dt_proj_w, (const float*)nullptr, Mr, cfg.dt_rank, E);
   }
-  recompute_mixer_inputs(l);
+  {
+    Section _s("fwd.pointwise");
+    recompute_mixer_inputs(l);
+  }
   if (cfg.mixer == Mixer::Mamba2) {
+    Section _s("fwd.scan+norm");
     scan_forward(a.y.data(), a.states.data(), xc_.data(), dtv_.data(), aexp_.data(), xc_.data() + E,
                  xc_.data() + E + N, P + o.D, ss);
     gated_rmsnorm_forward(o_.data(), a.rstd.data(), a.y.data(), a.proj.data(), Dp, P + o.norm_w, Mr, E, 1e-5f);
@@ -261,6 +271,7 @@ void Model::mixer_forward(i64 l, bool) {
     for (i64 m = 0; m < Mr; m++)
       for (i64 c = 0; c < E; c++) o_[m * E + c] = a.y[m * E + c] * silu(a.proj[m * Dp + E + c]);
   }
+  Section _s("fwd.out_proj");
   linear_forward(mixout_.data(), d, o_.data(), E, P + o.out_proj, (const float*)nullptr, Mr, E, d);
 }
 
@@ -367,10 +378,17 @@ Model::LossResult Model::loss(const std::int32_t* targets, double scale, bool ba
     hsel.resize(nk * d);
     lg.resize(nk * V);
     for (i64 k = 0; k < nk; k++) std::copy(&hidden_[pos[k0 + k] * d], &hidden_[(pos[k0 + k] + 1) * d], &hsel[k * d]);
-    linear_forward(lg.data(), V, hsel.data(), d, P + head_w_, P + head_b_, nk, d, V);
-    total += cross_entropy_forward_backward(lg.data(), tgt.data() + k0, nk, V, gscale);
+    {
+      Section _s("head.fwd");
+      linear_forward(lg.data(), V, hsel.data(), d, P + head_w_, P + head_b_, nk, d, V);
+    }
+    {
+      Section _s("head.ce");
+      total += cross_entropy_forward_backward(lg.data(), tgt.data() + k0, nk, V, gscale);
+    }
     if (backward) {
       dh.assign(nk * d, 0.f);
+      Section _s("head.bwd");
       linear_backward(dh.data(), d, G + head_w_, G + head_b_, lg.data(), V, hsel.data(), d, P + head_w_, nk, d, V);
       for (i64 k = 0; k < nk; k++)
         for (i64 c = 0; c < d; c++) dhidden[pos[k0 + k] * d + c] += dh[k * d + c];
@@ -454,6 +472,7 @@ Model::LossResult Model::loss(const std::int32_t* targets, double scale, bool ba
       }
     }
   }
+  Section _s("bwd.embedding");
   embedding_backward(G + emb_, dx_.data(), tokens_.data(), M, d);
   return {mean, K};
 }
@@ -471,7 +490,10 @@ void Model::mixer_backward(i64 l) {
     resize(v, n);
     std::fill(v.begin(), v.end(), 0.f);
   };
-  recompute_mixer_inputs(l);
+  {
+    Section _s("bwd.recompute");
+    recompute_mixer_inputs(l);
+  }
   zeroed(dproj_, Mr * Dp);
   zeroed(do_, Mr * E);
   zeroed(dy_, Mr * E);
@@ -479,19 +501,21 @@ void Model::mixer_backward(i64 l) {
   zeroed(daexp_, cfg.nheads() * N);
   if (cfg.mixer == Mixer::Mamba2) {
     gated_rmsnorm_forward(o_.data(), (float*)nullptr, a.y.data(), a.proj.data(), Dp, P + o.norm_w, Mr, E, 1e-5f);
-    linear_backward(do_.data(), E, G + o.out_proj, (float*)nullptr, dm_.data(), d, o_.data(), E, P + o.out_proj, Mr, E,
-                    d);
+    {
+      Section _s("bwd.out_proj");
+      linear_backward(do_.data(), E, G + o.out_proj, (float*)nullptr, dm_.data(), d, o_.data(), E, P + o.out_proj, Mr,
+                      E, d);
+    }
     gated_rmsnorm_backward(dy_.data(), dproj_.data(), Dp, G + o.norm_w, do_.data(), a.y.data(), a.proj.data(), Dp,
                            P + o.norm_w, a.rstd.data(), Mr, E);
     zeroed(ddt_, Mr * H);
-    scan_backward(dxc_.data(), ddt_.data(), daexp_.data(), dxc_.data() + E, dxc_.data() + E + N, G + o.D, dy_.data(),
-                  a.states.data(), xc_.data(), dtv_.data(), aexp_.data(), xc_.data() + E, xc_.data() + E + N, P + o.D,
-                  ss);
-    for (i64 h = 0; h < H; h++) {
-      double acc = 0;
-      for (i64 n = 0; n < N; n++) acc += (double)daexp_[h * N + n] * aexp_[h * N + n];
-      G[o.A_log + h] += (float)acc;
+    {
+      Section _s("bwd.scan");
+      scan_backward(dxc_.data(), ddt_.data(), daexp_.data(), dxc_.data() + E, dxc_.data() + E + N, G + o.D, dy_.data(),
+                    a.states.data(), xc_.data(), dtv_.data(), aexp_.data(), xc_.data() + E, xc_.data() + E + N, P + o.D,
+                    ss);
     }
+    for (i64 h = 0; h < H; h++) G[o.A_log + h] += daexp_[h] * aexp_[h];  // dA_log = dA * A
     softplus_backward(dproj_.data() + E + Cc, Dp, G + o.dt_bias, ddt_.data(), H, a.proj.data() + E + Cc, Dp,
                       P + o.dt_bias, Mr, H);
   } else {
@@ -527,10 +551,14 @@ void Model::mixer_backward(i64 l) {
   zeroed(dconv_, Mr * Cc);
   silu_backward(dconv_.data(), Cc, dxc_.data(), Cc, a.convpre.data(), Cc, Mr, Cc);
   const i64 xbc_col = cfg.mixer == Mixer::Mamba2 ? E : 0;
-  conv1d_backward(dproj_.data() + xbc_col, Dp, G + o.conv_w, G + o.conv_b, dconv_.data(), Cc, convin_.data(), Cc,
-                  P + o.conv_w, R, L, Cc, cfg.d_conv);
+  {
+    Section _s("bwd.conv");
+    conv1d_backward(dproj_.data() + xbc_col, Dp, G + o.conv_w, G + o.conv_b, dconv_.data(), Cc, convin_.data(), Cc,
+                    P + o.conv_w, R, L, Cc, cfg.d_conv);
+  }
   mask_rows(dproj_.data() + xbc_col, Dp, Cc);
   zeroed(du_, Mr * d);
+  Section _s("bwd.in_proj");
   linear_backward(du_.data(), d, G + o.in_proj, (float*)nullptr, dproj_.data(), Dp, u_.data(), d, P + o.in_proj, Mr, d,
                   Dp);
 }
@@ -538,6 +566,7 @@ void Model::mixer_backward(i64 l) {
 double Model::grad_norm() const { return std::sqrt(sum_squares(grads.data(), (i64)grads.size())); }
 
 void Model::adamw(const AdamWOptions& o) {
+  Section _s("adamw");
   for (const TensorInfo& t : tensors) {
     AdamWParams p{o.lr, o.beta1, o.beta2, o.eps, t.decay ? o.weight_decay : 0.0, o.step, o.grad_scale};
     adamw_update(params.data() + t.offset, grads.data() + t.offset, adam_m.data() + t.offset,

@@ -28,9 +28,35 @@ inline void gemm(bool ta, bool tb, i64 m, i64 n, i64 k, double alpha, const doub
               alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
 }
 
+// exp that the compiler can vectorise (std::exp stays a scalar libm call without -ffast-math):
+// Cephes' expf polynomial on x - n*ln2 scaled by 2^n, about 1 ulp over the clamped range. The
+// double instantiation (finite-difference checks) uses std::exp.
+template <typename T>
+inline T vexp(T x) {
+  return std::exp(x);
+}
+template <>
+inline float vexp<float>(float x) {
+  x = x < -87.3f ? -87.3f : (x > 88.3f ? 88.3f : x);
+  // round to nearest by adding 1.5 * 2^23 (no floor: GCC keeps floorf a libm call without -ffast-math)
+  const float n = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;
+  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const std::int32_t bits = ((std::int32_t)n + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
 template <typename T>
 inline T sigmoid(T x) {
-  return T(1) / (T(1) + std::exp(-x));
+  return T(1) / (T(1) + vexp(-x));
 }
 template <typename T>
 inline T silu(T x) {
@@ -45,7 +71,7 @@ inline T silu_grad(T x) {
 // torch.nn.functional.softplus with its default threshold of 20 (identity above it).
 template <typename T>
 inline T softplus(T x) {
-  return x > T(20) ? x : std::log1p(std::exp(x));
+  return x > T(20) ? x : std::log1p(vexp(x));
 }
 template <typename T>
 inline T softplus_grad(T x) {

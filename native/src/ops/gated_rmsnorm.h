@@ -14,6 +14,7 @@ void gated_rmsnorm_forward(T* out, T* rstd, const T* y, const T* z, i64 ld_z, co
     const T* zr = z + m * ld_z;
     T* o = out + m * C;
     T ss = 0;
+#pragma omp simd reduction(+ : ss)
     for (i64 c = 0; c < C; c++) {
       T g = yr[c] * silu(zr[c]);
       o[c] = g;
@@ -36,6 +37,7 @@ void gated_rmsnorm_backward(T* dy, T* dz, i64 ld_dz, T* dw, const T* dout, const
     const T* go = dout + m * C;
     const T r = rstd[m];
     T dot = 0;  // mean((go*w) . g)
+#pragma omp simd reduction(+ : dot)
     for (i64 c = 0; c < C; c++) dot += go[c] * w[c] * yr[c] * silu(zr[c]);
     dot /= T(C);
     T* dyr = dy + m * C;

@@ -10,6 +10,7 @@ void rmsnorm_forward(T* out, T* rstd, const T* x, const T* w, i64 M, i64 C, T ep
   for (i64 m = 0; m < M; m++) {
     const T* xr = x + m * C;
     T ss = 0;
+#pragma omp simd reduction(+ : ss)
     for (i64 c = 0; c < C; c++) ss += xr[c] * xr[c];
     T r = T(1) / std::sqrt(ss / T(C) + eps);
     rstd[m] = r;
@@ -26,6 +27,7 @@ void rmsnorm_backward(T* dx, T* dw, const T* dout, const T* x, const T* w, const
     const T* g = dout + m * C;
     const T r = rstd[m];
     T dot = 0;  // mean((g*w) . x)
+#pragma omp simd reduction(+ : dot)
     for (i64 c = 0; c < C; c++) dot += g[c] * w[c] * xr[c];
     dot /= T(C);
     T* d = dx + m * C;

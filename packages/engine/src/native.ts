@@ -49,6 +49,9 @@ export function loadNative(): NativeModule {
       `${ADDON_PATH}: the native engine is not built; run \`npm run setup\` (it needs cmake, g++ and libopenblas-dev)`,
       ExitCode.internal,
     );
+  // libgomp reads this when the addon loads. Its default (spin before sleeping) turns every parallel
+  // region into seconds of waiting when another process holds a core; sleeping costs microseconds.
+  process.env.OMP_WAIT_POLICY ??= "PASSIVE";
   const require = createRequire(import.meta.url);
   cached = require(ADDON_PATH) as NativeModule;
   const env = Number(process.env.GM_THREADS);
