@@ -52,7 +52,8 @@ int main(int argc, char** argv) {
   for (const Case& c : cases) {
     const i64 R = 2;  // the two directions of one cell
     const i64 HP = c.H * c.P;
-    ScanShape s{R, L, c.H, c.P, c.N, 128, HP, c.H, 2 * c.N, HP};
+    const i64 Q = std::getenv("GM_CHUNK") ? std::atoll(std::getenv("GM_CHUNK")) : 64;
+    ScanShape s{R, L, c.H, c.P, c.N, Q, HP, c.H, 2 * c.N, HP};
     std::vector<float> x(R * L * HP), dt(R * L * c.H), A(s.a_size()), BC(R * L * 2 * c.N), D(c.H), y(R * L * HP),
         st(s.states_size());
     fill(x, -1, 1, g), fill(dt, 0.001f, 0.1f, g), fill(A, -8, -1, g), fill(BC, -1, 1, g), fill(D, 0.5f, 1.5f, g);

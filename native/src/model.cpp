@@ -303,6 +303,7 @@ void Model::forward(const std::int32_t* tokens, const std::int32_t* lengths, i64
       continue;
     }
     // f = mixer(x) + x;  b = rev(mixer(rev x)) + x, stored side by side as [f | b] rows.
+    Section _s("fwd.combine");
     std::vector<float>& fb = cfg.has_aggr() ? acts_[l].fb : dfb_;
     resize(fb, M * 2 * d);
 #pragma omp parallel for collapse(2) schedule(static)
@@ -416,6 +417,7 @@ Model::LossResult Model::loss(const std::int32_t* targets, double scale, bool ba
       std::copy(dout.begin(), dout.end(), dm_.begin());
       std::copy(dout.begin(), dout.end(), dx_.begin());
     } else {
+      Section _s("bwd.combine");
       resize(dfb_, M * 2 * d);
       std::fill(dfb_.begin(), dfb_.end(), 0.f);
       const std::vector<float>* fbp = cfg.has_aggr() ? &acts_[l].fb : nullptr;
@@ -495,7 +497,7 @@ void Model::mixer_backward(i64 l) {
     recompute_mixer_inputs(l);
   }
   zeroed(dproj_, Mr * Dp);
-  zeroed(do_, Mr * E);
+  resize(do_, Mr * E);  // written by out_proj's backward
   zeroed(dy_, Mr * E);
   zeroed(dxc_, Mr * Cc);
   zeroed(daexp_, cfg.nheads() * N);
@@ -504,10 +506,13 @@ void Model::mixer_backward(i64 l) {
     {
       Section _s("bwd.out_proj");
       linear_backward(do_.data(), E, G + o.out_proj, (float*)nullptr, dm_.data(), d, o_.data(), E, P + o.out_proj, Mr,
-                      E, d);
+                      E, d, true);
     }
-    gated_rmsnorm_backward(dy_.data(), dproj_.data(), Dp, G + o.norm_w, do_.data(), a.y.data(), a.proj.data(), Dp,
-                           P + o.norm_w, a.rstd.data(), Mr, E);
+    {
+      Section _s("bwd.gated_norm");
+      gated_rmsnorm_backward(dy_.data(), dproj_.data(), Dp, G + o.norm_w, do_.data(), a.y.data(), a.proj.data(), Dp,
+                             P + o.norm_w, a.rstd.data(), Mr, E);
+    }
     zeroed(ddt_, Mr * H);
     {
       Section _s("bwd.scan");
@@ -524,7 +529,7 @@ void Model::mixer_backward(i64 l) {
     for (i64 m = 0; m < Mr; m++)
       for (i64 c = 0; c < E; c++) o_[m * E + c] = a.y[m * E + c] * silu(a.proj[m * Dp + E + c]);
     linear_backward(do_.data(), E, G + o.out_proj, (float*)nullptr, dm_.data(), d, o_.data(), E, P + o.out_proj, Mr, E,
-                    d);
+                    d, true);
 #pragma omp parallel for schedule(static)
     for (i64 m = 0; m < Mr; m++) {
       for (i64 c = 0; c < E; c++) {
@@ -557,10 +562,10 @@ void Model::mixer_backward(i64 l) {
                     P + o.conv_w, R, L, Cc, cfg.d_conv);
   }
   mask_rows(dproj_.data() + xbc_col, Dp, Cc);
-  zeroed(du_, Mr * d);
+  resize(du_, Mr * d);
   Section _s("bwd.in_proj");
   linear_backward(du_.data(), d, G + o.in_proj, (float*)nullptr, dproj_.data(), Dp, u_.data(), d, P + o.in_proj, Mr, d,
-                  Dp);
+                  Dp, true);
 }
 
 double Model::grad_norm() const { return std::sqrt(sum_squares(grads.data(), (i64)grads.size())); }

@@ -31,27 +31,36 @@ void conv1d_backward(T* dx, i64 ld_dx, T* dw, T* db, const T* dout, i64 ld_dout,
 #pragma omp parallel for schedule(static)
   for (i64 c0 = 0; c0 < C; c0 += block) {
     const i64 c1 = c0 + block < C ? c0 + block : C;
-    T accw[32 * 8] = {};  // K <= 8
+    // Per-thread accumulators laid out [k][channel] and the weights transposed the same way, so the
+    // channel loops are contiguous and vectorise.
+    T accw[8 * 32] = {};  // K <= 8
     T accb[32] = {};
+    T wt[8 * 32];
+    const i64 nc = c1 - c0;
+    for (i64 k = 0; k < K; k++)
+      for (i64 c = 0; c < nc; c++) wt[k * 32 + c] = w[(c0 + c) * K + k];
     for (i64 r = 0; r < rows; r++) {
       for (i64 t = 0; t < Tn; t++) {
-        const T* g = dout + (r * Tn + t) * ld_dout;
-        for (i64 c = c0; c < c1; c++) accb[c - c0] += g[c];
+        const T* g = dout + (r * Tn + t) * ld_dout + c0;
+        for (i64 c = 0; c < nc; c++) accb[c] += g[c];
         for (i64 k = 0; k < K; k++) {
           const i64 ts = t - (K - 1) + k;
           if (ts < 0) continue;
-          const T* xr = x + (r * Tn + ts) * ld_x;
-          T* dxr = dx + (r * Tn + ts) * ld_dx;
-          for (i64 c = c0; c < c1; c++) {
-            accw[(c - c0) * K + k] += g[c] * xr[c];
-            dxr[c] += w[c * K + k] * g[c];
+          const T* xr = x + (r * Tn + ts) * ld_x + c0;
+          T* dxr = dx + (r * Tn + ts) * ld_dx + c0;
+          T* aw = accw + k * 32;
+          const T* wk = wt + k * 32;
+#pragma omp simd
+          for (i64 c = 0; c < nc; c++) {
+            aw[c] += g[c] * xr[c];
+            dxr[c] += wk[c] * g[c];
           }
         }
       }
     }
-    for (i64 c = c0; c < c1; c++) {
-      if (db) db[c] += accb[c - c0];
-      for (i64 k = 0; k < K; k++) dw[c * K + k] += accw[(c - c0) * K + k];
+    for (i64 c = 0; c < nc; c++) {
+      if (db) db[c0 + c] += accb[c];
+      for (i64 k = 0; k < K; k++) dw[(c0 + c) * K + k] += accw[k * 32 + c];
     }
   }
 }

@@ -18,12 +18,13 @@ void linear_forward(T* out, i64 ld_out, const T* inp, i64 ld_inp, const T* weigh
   }
 }
 
-// dinp may be null (no gradient wanted), dbias may be null (no bias).
+// dinp may be null (no gradient wanted), dbias may be null (no bias). With overwrite_dinp, dinp is
+// written rather than accumulated into (saves zeroing a scratch buffer first).
 template <typename T>
 void linear_backward(T* dinp, i64 ld_dinp, T* dweight, T* dbias, const T* dout, i64 ld_dout, const T* inp, i64 ld_inp,
-                     const T* weight, i64 M, i64 I, i64 O) {
+                     const T* weight, i64 M, i64 I, i64 O, bool overwrite_dinp = false) {
   if (M == 0) return;
-  if (dinp) gemm(false, false, M, I, O, T(1), dout, ld_dout, weight, I, T(1), dinp, ld_dinp);
+  if (dinp) gemm(false, false, M, I, O, T(1), dout, ld_dout, weight, I, overwrite_dinp ? T(0) : T(1), dinp, ld_dinp);
   gemm(true, false, O, I, M, T(1), dout, ld_dout, inp, ld_inp, T(1), dweight, I);
   if (dbias) {
     // Column sums in a fixed order per column block: deterministic for any thread count.
