@@ -2,6 +2,8 @@
 //   g = y * silu(z);  out = g * w / sqrt(mean(g^2) + eps)
 // z is read with its own leading dimension (it is a column slice of in_proj's output).
 #pragma once
+#include <vector>
+
 #include "common.h"
 
 namespace gm {
@@ -30,24 +32,32 @@ void gated_rmsnorm_forward(T* out, T* rstd, const T* y, const T* z, i64 ld_z, co
 template <typename T>
 void gated_rmsnorm_backward(T* dy, T* dz, i64 ld_dz, T* dw, const T* dout, const T* y, const T* z, i64 ld_z, const T* w,
                             const T* rstd, i64 M, i64 C) {
-#pragma omp parallel for schedule(static)
-  for (i64 m = 0; m < M; m++) {
-    const T* yr = y + m * C;
-    const T* zr = z + m * ld_z;
-    const T* go = dout + m * C;
-    const T r = rstd[m];
-    T dot = 0;  // mean((go*w) . g)
+#pragma omp parallel
+  {
+    std::vector<T> sig((size_t)C);  // sigmoid(z) of the row: one exp per element
+#pragma omp for schedule(static)
+    for (i64 m = 0; m < M; m++) {
+      const T* yr = y + m * C;
+      const T* zr = z + m * ld_z;
+      const T* go = dout + m * C;
+      const T r = rstd[m];
+      T dot = 0;  // mean((go*w) . g)
 #pragma omp simd reduction(+ : dot)
-    for (i64 c = 0; c < C; c++) dot += go[c] * w[c] * yr[c] * silu(zr[c]);
-    dot /= T(C);
-    T* dyr = dy + m * C;
-    T* dzr = dz + m * ld_dz;
-    for (i64 c = 0; c < C; c++) {
-      const T sz = silu(zr[c]);
-      const T g = yr[c] * sz;
-      const T dg = r * go[c] * w[c] - r * r * r * g * dot;
-      dyr[c] += dg * sz;
-      dzr[c] += dg * yr[c] * silu_grad(zr[c]);
+      for (i64 c = 0; c < C; c++) {
+        sig[c] = sigmoid(zr[c]);
+        dot += go[c] * w[c] * yr[c] * zr[c] * sig[c];
+      }
+      dot /= T(C);
+      T* dyr = dy + m * C;
+      T* dzr = dz + m * ld_dz;
+#pragma omp simd
+      for (i64 c = 0; c < C; c++) {
+        const T sg = sig[c], sz = zr[c] * sg;
+        const T g = yr[c] * sz;
+        const T dg = r * go[c] * w[c] - r * r * r * g * dot;
+        dyr[c] += dg * sz;
+        dzr[c] += dg * yr[c] * sg * (T(1) + zr[c] * (T(1) - sg));
+      }
     }
   }
   const i64 block = 32;

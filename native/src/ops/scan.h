@@ -33,8 +33,10 @@ struct ScanShape {
   i64 channels() const { return H * P; }
   i64 lanes() const { return per_lane() ? std::min<i64>(16, H) : P; }
   i64 blocks() const { return (channels() + lanes() - 1) / lanes(); }
-  // Blocks per task: a fixed split (independent of the thread count) keeps the partial sums fixed.
-  i64 groups() const { return std::min<i64>(blocks(), 16); }
+  // Block groups per row: a fixed split (independent of the thread count) keeps the partial sums
+  // fixed. Few groups keep the dB/dC partial buffers (groups x T x 2N per row) small; rows x 4
+  // tasks still feed every core for the usual batch sizes.
+  i64 groups() const { return std::min<i64>(blocks(), 4); }
   i64 states_size() const { return rows * blocks() * nchunks() * N * lanes(); }
   i64 a_size() const { return per_lane() ? H * N : H; }
 };
