@@ -78,11 +78,12 @@ function ensureToolchain() {
       return false;
     }
   };
-  const blas = ["/usr/include/x86_64-linux-gnu/openblas-pthread/cblas.h", "/usr/include/aarch64-linux-gnu/openblas-pthread/cblas.h", "/usr/include/openblas/cblas.h"].some((p) => fs.existsSync(p));
+  // The OpenMP build of OpenBLAS shares our OpenMP threads (see native/CMakeLists.txt).
+  const blas = ["/usr/include/x86_64-linux-gnu/openblas-openmp/cblas.h", "/usr/include/aarch64-linux-gnu/openblas-openmp/cblas.h"].some((p) => fs.existsSync(p));
   const missing = [];
   if (!has("cmake")) missing.push("cmake");
   if (!has("g++")) missing.push("g++");
-  if (!blas) missing.push("libopenblas-dev");
+  if (!blas) missing.push("libopenblas-openmp-dev");
   if (!missing.length) return;
   const root_ = typeof process.getuid === "function" && process.getuid() === 0;
   if (root_ && has("apt-get")) {

@@ -52,7 +52,7 @@ int main(int argc, char** argv) {
   for (const Case& c : cases) {
     const i64 R = 2;  // the two directions of one cell
     const i64 HP = c.H * c.P;
-    const i64 Q = std::getenv("GM_CHUNK") ? std::atoll(std::getenv("GM_CHUNK")) : 64;
+    const i64 Q = std::getenv("GM_CHUNK") ? std::atoll(std::getenv("GM_CHUNK")) : 64;  // the model default
     ScanShape s{R, L, c.H, c.P, c.N, Q, HP, c.H, 2 * c.N, HP};
     std::vector<float> x(R * L * HP), dt(R * L * c.H), A(s.a_size()), BC(R * L * 2 * c.N), D(c.H), y(R * L * HP),
         st(s.states_size());

@@ -66,7 +66,7 @@ gm::Config parse_config(const Napi::Object& o) {
   c.dt_rank = (i64)get_number(o, "dt_rank", (double)((c.d_model + 15) / 16));
   c.norm_eps = get_number(o, "norm_eps", 1e-5);
   c.pad_token_id = (std::int32_t)get_number(o, "pad_token_id", 1);
-  c.chunk_size = (i64)get_number(o, "chunk_size", 128);
+  c.chunk_size = (i64)get_number(o, "chunk_size", 64);
   return c;
 }
 

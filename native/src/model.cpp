@@ -286,6 +286,7 @@ void Model::forward(const std::int32_t* tokens, const std::int32_t* lengths, i64
       throw std::invalid_argument("forward: token id " + std::to_string(tokens[i]) + " at row " +
                                   std::to_string(i / L) + ", position " + std::to_string(i % L) +
                                   " is outside the vocabulary (0.." + std::to_string(cfg.vocab_size - 1) + ")");
+  flush_denormals();
   ensure_buffers(B, L);
   tokens_.assign(tokens, tokens + B * L);
   lengths_.assign(lengths, lengths + B);
@@ -365,6 +366,7 @@ Model::LossResult Model::loss(const std::int32_t* targets, double scale, bool ba
   }
   const i64 K = (i64)pos.size();
   if (K == 0) return {0.0, 0};
+  flush_denormals();
   const float* P = params.data();
   float* G = grads.data();
   // The LM head in blocks of rows, so memory stays at block x V whatever the batch.

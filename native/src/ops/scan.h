@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "common.h"
+#include "small_gemm.h"
 
 namespace gm {
 
@@ -144,10 +145,16 @@ void scan_forward(T* y, T* states, const T* x, const T* dt, const T* A, const T*
   }
 }
 
+template <typename T>
+void scan_backward_chunked(T* dx, T* ddt, T* dA, T* dB, T* dC, T* dD, const T* dy, const T* states, const T* x,
+                           const T* dt, const T* A, const T* Bm, const T* Cm, const T* D, const ScanShape& s);
+
 // Accumulates into dx, ddt (same layouts as x, dt), dA (shape of A), dB, dC (ld_bc) and dD [H].
+// Mamba-2 (scalar decay per head) takes the chunked matrix form below; Mamba-1 the recurrence.
 template <typename T>
 void scan_backward(T* dx, T* ddt, T* dA, T* dB, T* dC, T* dD, const T* dy, const T* states, const T* x, const T* dt,
                    const T* A, const T* Bm, const T* Cm, const T* D, const ScanShape& s) {
+  if (!s.per_lane()) return scan_backward_chunked(dx, ddt, dA, dB, dC, dD, dy, states, x, dt, A, Bm, Cm, D, s);
   using namespace scan_detail;
   const i64 N = s.N, WL = s.lanes(), G = s.groups(), nb = s.blocks(), nc = s.nchunks(), Q = s.chunk;
   const i64 tasks = s.rows * G;
@@ -312,6 +319,184 @@ void scan_backward(T* dx, T* ddt, T* dA, T* dB, T* dC, T* dD, const T* dy, const
     for (i64 i = 0; i < s.a_size(); i++) dA[i] += part_a[r * s.a_size() + i];
     for (i64 h = 0; h < s.H; h++) dD[h] += part_d[r * s.H + h];
   }
+}
+
+// Backward of the Mamba-2 scan in the chunked "state space duality" form (the model reference
+// section 4.6), for a scalar decay per head. Within a chunk of q steps starting from the saved
+// state S0 (lcs = inclusive cumsum of dt*A, Z = dt*x, L[t,s] = exp(lcs_t - lcs_s) for s <= t):
+//   Y  = (L . C B^T) Z + diag(exp lcs) C S0^T + D X
+//   S1 = exp(lcs_last) S0 + Z^T diag(exp(lcs_last - lcs)) B
+// so every gradient is a small dense product (q x q, q x 64) instead of a per-step recurrence; the
+// gradient of S0 is carried to the previous chunk. B and C are shared by the heads, so C B^T is
+// formed once per (row, chunk) for a task's heads.
+template <typename T>
+void scan_backward_chunked(T* dx, T* ddt, T* dA, T* dB, T* dC, T* dD, const T* dy, const T* states, const T* x,
+                           const T* dt, const T* A, const T* Bm, const T* Cm, const T* D, const ScanShape& s) {
+  const i64 N = s.N, P = s.P, H = s.H, G = s.groups(), nc = s.nchunks(), Q = s.chunk, TT = s.T;
+  const i64 ldx = s.ld_x, ldy = s.ld_y, ldbc = s.ld_bc, lddt = s.ld_dt;
+  const i64 tasks = s.rows * G;
+  std::vector<T> part_bc((size_t)(tasks * TT * 2 * N), T(0));  // per task: [T, dB | dC]
+  std::vector<T> part_a((size_t)(s.rows * H), T(0)), part_d((size_t)(s.rows * H), T(0));
+#pragma omp parallel
+  {
+    std::vector<T> Gm(Q * Q), Lm(Q * Q), Mm(Q * Q), dM(Q * Q), dG(Q * Q), Bt(N * Q), Zt(P * Q), Z(Q * P), dZ(Q * P),
+        EdY(Q * P), Yoff(Q * P), Kb(Q * P), WZ(Q * P), S0pn(P * N), dSt(N * P), dSn(P * N), lcs(Q), dl(Q), ee(Q), ww(Q),
+        rc(Q);
+    std::vector<T> dS;
+#pragma omp for schedule(dynamic, 1)
+    for (i64 task = 0; task < tasks; task++) {
+      const i64 r = task / G, g = task % G;
+      const i64 h0 = g * H / G, h1 = (g + 1) * H / G, nh = h1 - h0;
+      T* pbc = part_bc.data() + task * TT * 2 * N;
+      dS.assign((size_t)(nh * P * N), T(0));
+      for (i64 c = nc - 1; c >= 0; c--) {
+        const i64 t0 = c * Q, q = std::min(TT, t0 + Q) - t0, row0 = r * TT + t0;
+        const T* Bc = Bm + row0 * ldbc;
+        const T* Cc = Cm + row0 * ldbc;
+        T* pb = pbc + t0 * 2 * N;
+        for (i64 t = 0; t < q; t++)
+          for (i64 n = 0; n < N; n++) Bt[n * q + t] = Bc[t * ldbc + n];
+        std::fill(Gm.begin(), Gm.begin() + q * q, T(0));
+        mm_acc(Gm.data(), q, Cc, ldbc, 1, Bt.data(), q, q, N, q);  // G = C B^T
+        for (i64 h = h0; h < h1; h++) {
+          const T Ah = A[h], Dh = D[h];
+          const T* xh = x + row0 * ldx + h * P;
+          const T* dyh = dy + row0 * ldy + h * P;
+          const T* S0 = states + ((r * H + h) * nc + c) * N * P;  // [N][P]
+          T* dS1 = dS.data() + (h - h0) * P * N;                   // [P][N], gradient of the chunk's end state
+          T acc = 0;
+          for (i64 t = 0; t < q; t++) {
+            acc += dt[(row0 + t) * lddt + h] * Ah;
+            lcs[t] = acc;
+            ee[t] = std::exp(acc);
+            dl[t] = 0;
+          }
+          const T last = lcs[q - 1], elast = ee[q - 1];
+          for (i64 t = 0; t < q; t++) {
+            ww[t] = std::exp(last - lcs[t]);
+            const T d = dt[(row0 + t) * lddt + h];
+            for (i64 p = 0; p < P; p++) {
+              const T z = d * xh[t * ldx + p];
+              Z[t * P + p] = z;
+              Zt[p * q + t] = z;
+            }
+          }
+          for (i64 t = 0; t < q; t++) {
+            T* lr = Lm.data() + t * q;
+            T* mr = Mm.data() + t * q;
+            const T* gr = Gm.data() + t * q;
+            const T lt = lcs[t];
+#pragma omp simd
+            for (i64 u = 0; u <= t; u++) {
+              lr[u] = vexp(lt - lcs[u]);
+              mr[u] = lr[u] * gr[u];
+            }
+            for (i64 u = t + 1; u < q; u++) lr[u] = mr[u] = T(0);
+          }
+          std::fill(dM.begin(), dM.begin() + q * q, T(0));
+          mm_acc(dM.data(), q, dyh, ldy, 1, Zt.data(), q, q, P, q);  // dM = dY Z^T
+          std::fill(dZ.begin(), dZ.begin() + q * P, T(0));
+          mm_acc(dZ.data(), P, Mm.data(), 1, q, dyh, ldy, q, q, P);  // dZ = M^T dY
+          for (i64 t = 0; t < q; t++) {
+            const T* dmr = dM.data() + t * q;
+            const T* lr = Lm.data() + t * q;
+            const T* mr = Mm.data() + t * q;
+            T* dgr = dG.data() + t * q;
+            T rowsum = 0;
+#pragma omp simd reduction(+ : rowsum)
+            for (i64 u = 0; u < q; u++) {
+              dgr[u] = dmr[u] * lr[u];
+              const T tt = dmr[u] * mr[u];  // d(lcs_t - lcs_u) through L (zero above the diagonal)
+              rowsum += tt;
+              dl[u] -= tt;
+            }
+            dl[t] += rowsum;
+          }
+          mm_acc(pb + N, 2 * N, dG.data(), q, 1, Bc, ldbc, q, q, N);  // dC += dG B
+          mm_acc(pb, 2 * N, dG.data(), 1, q, Cc, ldbc, q, q, N);      // dB += dG^T C
+          // State entering the chunk: Yoff = diag(e) C S0^T.
+          for (i64 t = 0; t < q; t++)
+            for (i64 p = 0; p < P; p++) EdY[t * P + p] = ee[t] * dyh[t * ldy + p];
+          for (i64 n = 0; n < N; n++)
+            for (i64 p = 0; p < P; p++) S0pn[p * N + n] = S0[n * P + p];
+          mm_acc(pb + N, 2 * N, EdY.data(), P, 1, S0pn.data(), N, q, P, N);  // dC += diag(e) dY S0
+          for (i64 i = 0; i < P * N; i++) dSn[i] = elast * dS1[i];
+          mm_acc(dSn.data(), N, EdY.data(), 1, P, Cc, ldbc, P, q, N);  // dS0 += (diag(e) dY)^T C
+          std::fill(Yoff.begin(), Yoff.begin() + q * P, T(0));
+          mm_acc(Yoff.data(), P, Cc, ldbc, 1, S0, P, q, N, P);  // C S0^T
+          for (i64 t = 0; t < q; t++) {
+            T v = 0;
+            for (i64 p = 0; p < P; p++) v += dyh[t * ldy + p] * Yoff[t * P + p];
+            dl[t] += ee[t] * v;
+          }
+          // State leaving the chunk: S1 = e_last S0 + Z^T diag(w) B.
+          T dlast = 0;
+          for (i64 p = 0; p < P; p++)
+            for (i64 n = 0; n < N; n++) {
+              dlast += dS1[p * N + n] * S0[n * P + p];
+              dSt[n * P + p] = dS1[p * N + n];
+            }
+          dlast *= elast;
+          std::fill(Kb.begin(), Kb.begin() + q * P, T(0));
+          mm_acc(Kb.data(), P, Bc, ldbc, 1, dSt.data(), P, q, N, P);  // K = B dS1^T
+          for (i64 u = 0; u < q; u++) {
+            T dw = 0;
+            for (i64 p = 0; p < P; p++) {
+              dw += Z[u * P + p] * Kb[u * P + p];
+              dZ[u * P + p] += ww[u] * Kb[u * P + p];
+              WZ[u * P + p] = ww[u] * Z[u * P + p];
+            }
+            dlast += ww[u] * dw;
+            dl[u] -= ww[u] * dw;
+          }
+          mm_acc(pb, 2 * N, WZ.data(), P, 1, dS1, N, q, P, N);  // dB += diag(w) Z dS1
+          dl[q - 1] += dlast;
+          // Z = dt x, lcs = cumsum(dt A), y += D x.
+          T run = 0;
+          for (i64 t = q - 1; t >= 0; t--) {
+            run += dl[t];
+            rc[t] = run;
+          }
+          T dAh = 0, dDh = 0;
+          for (i64 t = 0; t < q; t++) {
+            const T d = dt[(row0 + t) * lddt + h];
+            const T* xt = xh + t * ldx;
+            const T* gy = dyh + t * ldy;
+            T* dxt = dx + (row0 + t) * ldx + h * P;
+            T dd = Ah * rc[t];
+            for (i64 p = 0; p < P; p++) {
+              dxt[p] += d * dZ[t * P + p] + Dh * gy[p];
+              dd += dZ[t * P + p] * xt[p];
+              dDh += gy[p] * xt[p];
+            }
+            ddt[(row0 + t) * lddt + h] += dd;
+            dAh += d * rc[t];
+          }
+          part_a[r * H + h] += dAh;
+          part_d[r * H + h] += dDh;
+          std::copy(dSn.begin(), dSn.end(), dS1);
+        }
+      }
+    }
+#pragma omp for schedule(static)
+    for (i64 rt = 0; rt < s.rows * TT; rt++) {
+      const i64 r = rt / TT, t = rt % TT;
+      T* dBt = dB + rt * ldbc;
+      T* dCt = dC + rt * ldbc;
+      for (i64 g = 0; g < G; g++) {
+        const T* pb = part_bc.data() + ((r * G + g) * TT + t) * 2 * N;
+        for (i64 n = 0; n < N; n++) {
+          dBt[n] += pb[n];
+          dCt[n] += pb[N + n];
+        }
+      }
+    }
+  }
+  for (i64 r = 0; r < s.rows; r++)
+    for (i64 h = 0; h < H; h++) {
+      dA[h] += part_a[r * H + h];
+      dD[h] += part_d[r * H + h];
+    }
 }
 
 }  // namespace gm

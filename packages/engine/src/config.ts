@@ -54,7 +54,7 @@ export function resolveConfig(input: ModelConfigInput, source = "model config"):
     dt_rank: input.dt_rank ?? Math.ceil(d / 16),
     norm_eps: input.norm_eps ?? 1e-5,
     pad_token_id: input.pad_token_id ?? 1,
-    chunk_size: input.chunk_size ?? 128,
+    chunk_size: input.chunk_size ?? 64,
   };
   for (const k of ["vocab_size", "d_model", "n_layer", "d_state", "headdim", "expand", "d_conv", "dt_rank", "chunk_size"] as const) {
     if (!Number.isInteger(c[k]) || c[k] < 1) throw inputError(source, `${k} must be a positive integer, got ${JSON.stringify(c[k])}`);
