@@ -80,8 +80,13 @@ inline void decay_per_lane(const ScanShape& s, const Block<T>& b, const T* At, c
 // Mamba-1 channel c reads dt[., c]. A is [H] (Mamba-2) or [H, N] (Mamba-1), D is [H].
 // states receives the state at each chunk start: [rows, blocks, nchunks, N, lanes].
 template <typename T>
+void scan_forward_chunked(T* y, T* states, const T* x, const T* dt, const T* A, const T* Bm, const T* Cm, const T* D,
+                          const ScanShape& s);
+
+template <typename T>
 void scan_forward(T* y, T* states, const T* x, const T* dt, const T* A, const T* Bm, const T* Cm, const T* D,
                   const ScanShape& s) {
+  if (!s.per_lane()) return scan_forward_chunked(y, states, x, dt, A, Bm, Cm, D, s);
   using namespace scan_detail;
   const i64 N = s.N, WL = s.lanes(), G = s.groups(), nb = s.blocks(), nc = s.nchunks();
   std::vector<T> At;
@@ -318,6 +323,75 @@ void scan_backward(T* dx, T* ddt, T* dA, T* dB, T* dC, T* dD, const T* dy, const
   for (i64 r = 0; r < s.rows; r++) {
     for (i64 i = 0; i < s.a_size(); i++) dA[i] += part_a[r * s.a_size() + i];
     for (i64 h = 0; h < s.H; h++) dD[h] += part_d[r * s.H + h];
+  }
+}
+
+// Forward of the Mamba-2 scan in the chunked form (see scan_backward_chunked for the equations):
+// per chunk Y = (L . C B^T) Z + diag(exp lcs) C S0^T + D X and S1 = e_last S0 + Z^T diag(w) B, all
+// small dense products; the state at every chunk start is saved ([N][P] per head) for backward.
+template <typename T>
+void scan_forward_chunked(T* y, T* states, const T* x, const T* dt, const T* A, const T* Bm, const T* Cm, const T* D,
+                          const ScanShape& s) {
+  const i64 N = s.N, P = s.P, H = s.H, G = s.groups(), nc = s.nchunks(), Q = s.chunk, TT = s.T;
+  const i64 ldx = s.ld_x, ldy = s.ld_y, ldbc = s.ld_bc, lddt = s.ld_dt;
+#pragma omp parallel
+  {
+    std::vector<T> Gm(Q * Q), Mm(Q * Q), Bt(N * Q), Z(Q * P), Yb(Q * P), Yo(Q * P), WB(Q * N), S(N * P), lcs(Q), ee(Q);
+#pragma omp for schedule(dynamic, 1)
+    for (i64 task = 0; task < s.rows * G; task++) {
+      const i64 r = task / G, g = task % G;
+      const i64 h0 = g * H / G, h1 = (g + 1) * H / G;
+      for (i64 h = h0; h < h1; h++) std::fill(states + (r * H + h) * nc * N * P, states + ((r * H + h) * nc + 1) * N * P, T(0));
+      for (i64 c = 0; c < nc; c++) {
+        const i64 t0 = c * Q, q = std::min(TT, t0 + Q) - t0, row0 = r * TT + t0;
+        const T* Bc = Bm + row0 * ldbc;
+        const T* Cc = Cm + row0 * ldbc;
+        for (i64 t = 0; t < q; t++)
+          for (i64 n = 0; n < N; n++) Bt[n * q + t] = Bc[t * ldbc + n];
+        std::fill(Gm.begin(), Gm.begin() + q * q, T(0));
+        mm_acc(Gm.data(), q, Cc, ldbc, 1, Bt.data(), q, q, N, q);  // G = C B^T, shared by the heads
+        for (i64 h = h0; h < h1; h++) {
+          const T Ah = A[h], Dh = D[h];
+          const T* xh = x + row0 * ldx + h * P;
+          const T* S0 = states + ((r * H + h) * nc + c) * N * P;
+          T acc = 0;
+          for (i64 t = 0; t < q; t++) {
+            const T d = dt[(row0 + t) * lddt + h];
+            acc += d * Ah;
+            lcs[t] = acc;
+            ee[t] = std::exp(acc);
+            for (i64 p = 0; p < P; p++) Z[t * P + p] = d * xh[t * ldx + p];
+          }
+          for (i64 t = 0; t < q; t++) {
+            T* mr = Mm.data() + t * q;
+            const T* gr = Gm.data() + t * q;
+            const T lt = lcs[t];
+#pragma omp simd
+            for (i64 u = 0; u <= t; u++) mr[u] = vexp(lt - lcs[u]) * gr[u];
+            for (i64 u = t + 1; u < q; u++) mr[u] = T(0);
+          }
+          std::fill(Yb.begin(), Yb.begin() + q * P, T(0));
+          mm_acc(Yb.data(), P, Mm.data(), q, 1, Z.data(), P, q, q, P);  // (L . C B^T) Z
+          std::fill(Yo.begin(), Yo.begin() + q * P, T(0));
+          mm_acc(Yo.data(), P, Cc, ldbc, 1, S0, P, q, N, P);  // C S0^T
+          for (i64 t = 0; t < q; t++) {
+            T* yt = y + (row0 + t) * ldy + h * P;
+            const T* xt = xh + t * ldx;
+            for (i64 p = 0; p < P; p++) yt[p] = Yb[t * P + p] + ee[t] * Yo[t * P + p] + Dh * xt[p];
+          }
+          if (c + 1 == nc) continue;
+          // Next chunk's start state: e_last S0 + Z^T diag(w) B, stored [N][P].
+          const T last = lcs[q - 1], elast = ee[q - 1];
+          for (i64 t = 0; t < q; t++) {
+            const T w = std::exp(last - lcs[t]);
+            for (i64 n = 0; n < N; n++) WB[t * N + n] = w * Bc[t * ldbc + n];
+          }
+          T* S1 = states + ((r * H + h) * nc + c + 1) * N * P;
+          for (i64 i = 0; i < N * P; i++) S1[i] = elast * S0[i];
+          mm_acc(S1, P, WB.data(), 1, N, Z.data(), P, N, q, P);
+        }
+      }
+    }
   }
 }
 
