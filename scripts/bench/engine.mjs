@@ -32,9 +32,9 @@ function runJson(cmd, args, env = {}) {
 }
 
 const configs = [
-  { name: "small", config: "genemamba-4l-256d", batch: 4, len: 512, chunks: [64, 128, 256] },
+  { name: "small", config: "genemamba-4l-256d", batch: 4, len: 512, chunks: [32, 64, 128, 256] },
   // Q = 256 needs more memory than these 24 GiB machines have (the peer refuses it).
-  { name: "large", config: "genemamba-24l-512d", batch: 1, len: 2048, chunks: [64, 128] },
+  { name: "large", config: "genemamba-24l-512d", batch: 1, len: 2048, chunks: [32, 64, 128] },
 ].filter((c) => !process.env.GM_BENCH_ONLY || c.name === process.env.GM_BENCH_ONLY);
 
 ensureTorch();
