@@ -20,7 +20,7 @@ struct Config {
   i64 d_state = 64, headdim = 64, expand = 2, d_conv = 4, dt_rank = 0;
   double norm_eps = 1e-5;
   std::int32_t pad_token_id = 1;
-  i64 chunk_size = 64;  // scan chunk (checkpoint interval and SSD block) (a speed/memory knob; results do not depend on it)
+  i64 chunk_size = 64;  // scan chunk: checkpoint interval and SSD block (speed/memory; results differ by rounding only)
 
   i64 d_inner() const { return expand * d_model; }
   i64 nheads() const { return mixer == Mixer::Mamba2 ? d_inner() / headdim : d_inner(); }

@@ -28,7 +28,7 @@ export interface ModelConfig {
   dt_rank: number;
   norm_eps: number;
   pad_token_id: number;
-  /** Steps between saved scan states: trades backward recompute for memory; results do not depend on it. */
+  /** Scan chunk: steps between saved states and the block of the chunked Mamba-2 form (speed and memory; results differ by float rounding only). */
   chunk_size: number;
 }
 
