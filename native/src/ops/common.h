@@ -94,6 +94,21 @@ inline void flush_denormals() {
 #endif
 }
 
+// dst[c] += sum over rows m of term(m, c), for c < C. Threads own blocks of columns and sum rows in
+// order, so parameter gradients (biases, norm weights) are bitwise reproducible for any thread count.
+template <typename T, typename Term>
+inline void accumulate_columns(T* dst, i64 M, i64 C, Term&& term) {
+  constexpr i64 block = 32;
+#pragma omp parallel for schedule(static)
+  for (i64 c0 = 0; c0 < C; c0 += block) {
+    const i64 n = c0 + block < C ? block : C - c0;
+    T acc[block] = {};
+    for (i64 m = 0; m < M; m++)
+      for (i64 k = 0; k < n; k++) acc[k] += term(m, c0 + k);
+    for (i64 k = 0; k < n; k++) dst[c0 + k] += acc[k];
+  }
+}
+
 inline int max_threads() {
 #ifdef _OPENMP
   return omp_get_max_threads();

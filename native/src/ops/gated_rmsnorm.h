@@ -60,19 +60,7 @@ void gated_rmsnorm_backward(T* dy, T* dz, i64 ld_dz, T* dw, const T* dout, const
       }
     }
   }
-  const i64 block = 32;
-#pragma omp parallel for schedule(static)
-  for (i64 c0 = 0; c0 < C; c0 += block) {
-    const i64 c1 = c0 + block < C ? c0 + block : C;
-    T acc[32] = {};
-    for (i64 m = 0; m < M; m++) {
-      const T* yr = y + m * C;
-      const T* zr = z + m * ld_z;
-      const T* go = dout + m * C;
-      for (i64 c = c0; c < c1; c++) acc[c - c0] += go[c] * yr[c] * silu(zr[c]) * rstd[m];
-    }
-    for (i64 c = c0; c < c1; c++) dw[c] += acc[c - c0];
-  }
+  accumulate_columns(dw, M, C, [&](i64 m, i64 c) { return dout[m * C + c] * y[m * C + c] * silu(z[m * ld_z + c]) * rstd[m]; });
 }
 
 }  // namespace gm

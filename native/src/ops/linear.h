@@ -26,20 +26,7 @@ void linear_backward(T* dinp, i64 ld_dinp, T* dweight, T* dbias, const T* dout, 
   if (M == 0) return;
   if (dinp) gemm(false, false, M, I, O, T(1), dout, ld_dout, weight, I, overwrite_dinp ? T(0) : T(1), dinp, ld_dinp);
   gemm(true, false, O, I, M, T(1), dout, ld_dout, inp, ld_inp, T(1), dweight, I);
-  if (dbias) {
-    // Column sums in a fixed order per column block: deterministic for any thread count.
-    const i64 block = 64;
-#pragma omp parallel for schedule(static)
-    for (i64 o0 = 0; o0 < O; o0 += block) {
-      const i64 o1 = o0 + block < O ? o0 + block : O;
-      T acc[64] = {};
-      for (i64 m = 0; m < M; m++) {
-        const T* row = dout + m * ld_dout;
-        for (i64 o = o0; o < o1; o++) acc[o - o0] += row[o];
-      }
-      for (i64 o = o0; o < o1; o++) dbias[o] += acc[o - o0];
-    }
-  }
+  if (dbias) accumulate_columns(dbias, M, O, [&](i64 m, i64 o) { return dout[m * ld_dout + o]; });
 }
 
 }  // namespace gm

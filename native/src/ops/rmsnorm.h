@@ -33,18 +33,7 @@ void rmsnorm_backward(T* dx, T* dw, const T* dout, const T* x, const T* w, const
     T* d = dx + m * C;
     for (i64 c = 0; c < C; c++) d[c] += r * (g[c] * w[c] - xr[c] * r * r * dot);
   }
-  const i64 block = 32;
-#pragma omp parallel for schedule(static)
-  for (i64 c0 = 0; c0 < C; c0 += block) {
-    const i64 c1 = c0 + block < C ? c0 + block : C;
-    T acc[32] = {};
-    for (i64 m = 0; m < M; m++) {
-      const T* xr = x + m * C;
-      const T* g = dout + m * C;
-      for (i64 c = c0; c < c1; c++) acc[c - c0] += g[c] * xr[c] * rstd[m];
-    }
-    for (i64 c = c0; c < c1; c++) dw[c] += acc[c - c0];
-  }
+  accumulate_columns(dw, M, C, [&](i64 m, i64 c) { return dout[m * C + c] * x[m * C + c] * rstd[m]; });
 }
 
 }  // namespace gm

@@ -11,12 +11,17 @@ export function tempNameFor(target: string): string {
 
 /** Write a file through a temporary name and rename it into place: readers never see half a file. */
 export function writeFileAtomic(target: string, data: string | Uint8Array): void {
+  writeFileAtomicWith(target, (fd) => fs.writeSync(fd, data as never));
+}
+
+/** writeFileAtomic for content written piece by piece: `write` gets the temporary file's descriptor. */
+export function writeFileAtomicWith(target: string, write: (fd: number) => void): void {
   fs.mkdirSync(path.dirname(target), { recursive: true });
   const tmp = tempNameFor(target);
   try {
     const fd = fs.openSync(tmp, "w");
     try {
-      fs.writeSync(fd, data as never);
+      write(fd);
       fs.fsyncSync(fd);
     } finally {
       fs.closeSync(fd);

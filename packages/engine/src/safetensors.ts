@@ -6,8 +6,7 @@
  * WASM build of the Rust crate or read the entire file into memory.
  */
 import * as fs from "node:fs";
-import * as path from "node:path";
-import { inputError, tempNameFor } from "@gm/core";
+import { inputError, writeFileAtomicWith } from "@gm/core";
 
 export type DType = "F32" | "F64" | "F16" | "BF16" | "I32" | "I64";
 const BYTES: Record<DType, number> = { F32: 4, F64: 8, F16: 2, BF16: 2, I32: 4, I64: 8 };
@@ -164,25 +163,13 @@ export function writeSafetensors(file: string, tensors: TensorToWrite[], metadat
   const hb = Buffer.from(json, "utf8");
   const len = Buffer.alloc(8);
   len.writeBigUInt64LE(BigInt(hb.length));
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  const tmp = tempNameFor(file);
-  try {
-    const fd = fs.openSync(tmp, "w");
-    try {
-      fs.writeSync(fd, len);
-      fs.writeSync(fd, hb);
-      for (const t of tensors) {
-        const b = Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength);
-        let done = 0;
-        while (done < b.length) done += fs.writeSync(fd, b, done, Math.min(b.length - done, 1 << 30));
-      }
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
+  writeFileAtomicWith(file, (fd) => {
+    fs.writeSync(fd, len);
+    fs.writeSync(fd, hb);
+    for (const t of tensors) {
+      const b = Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+      let done = 0;
+      while (done < b.length) done += fs.writeSync(fd, b, done, Math.min(b.length - done, 1 << 30));
     }
-    fs.renameSync(tmp, file);
-  } catch (e) {
-    fs.rmSync(tmp, { force: true });
-    throw e;
-  }
+  });
 }
