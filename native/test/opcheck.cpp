@@ -136,8 +136,9 @@ int main() {
   }
   // Selective scan in both shapes: Mamba-2 (heads of P channels, one A per head expanded to [H, N])
   // and Mamba-1 (P = 1, A per channel and state), with a chunk that does not divide T.
-  for (int variant = 0; variant < 2; variant++) {
-    const bool m2 = variant == 0;
+  // Variant 2 runs the recurrence on the Mamba-2 shape (the op itself takes the chunked form there).
+  for (int variant = 0; variant < 3; variant++) {
+    const bool m2 = variant != 1, recurrent = variant == 2;
     const i64 R = 2, T = 7, H = m2 ? 3 : 20, P = m2 ? 2 : 1, N = 3, Q = 3;
     const i64 ldx = H * P + 1, lddt = H, ldbc = 2 * N + 1, ldy = H * P;
     ScanShape s{R, T, H, P, N, Q, ldx, lddt, ldbc, ldy};
@@ -147,15 +148,41 @@ int main() {
     auto fwd = [&](Vec& y, Vec& st) {
       y.assign(R * T * ldy, 0);
       st.assign(s.states_size(), 0);
-      scan_forward(y.data(), st.data(), x.data(), dtv.data(), Ah.data(), Bc.data(), Bc.data() + N, D.data(), s);
+      if (recurrent) scan_forward_recurrent(y.data(), st.data(), x.data(), dtv.data(), Ah.data(), Bc.data(), Bc.data() + N, D.data(), s);
+      else scan_forward(y.data(), st.data(), x.data(), dtv.data(), Ah.data(), Bc.data(), Bc.data() + N, D.data(), s);
     };
-    check(m2 ? "scan_mamba2" : "scan_mamba1", {&vx, &vdt, &vA, &vBC, &vD}, [&] { Vec y, st; fwd(y, st); return dot(y, w); },
+    check(recurrent ? "scan_mamba2_recurrent" : m2 ? "scan_mamba2" : "scan_mamba1", {&vx, &vdt, &vA, &vBC, &vD}, [&] { Vec y, st; fwd(y, st); return dot(y, w); },
           [&] {
             Vec y, st;
             fwd(y, st);
-            scan_backward(vx.grad.data(), vdt.grad.data(), vA.grad.data(), vBC.grad.data(), vBC.grad.data() + N, vD.grad.data(),
-                          w.data(), st.data(), x.data(), dtv.data(), Ah.data(), Bc.data(), Bc.data() + N, D.data(), s);
+            (recurrent ? scan_backward_recurrent<double> : scan_backward<double>)(
+                vx.grad.data(), vdt.grad.data(), vA.grad.data(), vBC.grad.data(), vBC.grad.data() + N, vD.grad.data(), w.data(),
+                st.data(), x.data(), dtv.data(), Ah.data(), Bc.data(), Bc.data() + N, D.data(), s);
           });
+  }
+  {  // Mamba-2 shape: the chunked form and the recurrence agree (outputs, saved states, gradients)
+    const i64 R = 2, T = 45, H = 3, P = 8, N = 5, Q = 16;
+    ScanShape s{R, T, H, P, N, Q, H * P, H, 2 * N, H * P};
+    Vec x = randn(R * T * H * P), dtv = randn(R * T * H, 0.2, 0.5), A = randn(H, 0.3, -1.0), Bc = randn(R * T * 2 * N);
+    Vec D = randn(H), dy = randn(R * T * H * P);
+    double worst = 0;
+    auto cmp = [&](const Vec& a, const Vec& b) {
+      double m = 0, sc = 0;
+      for (size_t i = 0; i < a.size(); i++) m = std::max(m, std::fabs(a[i] - b[i])), sc = std::max(sc, std::fabs(b[i]));
+      worst = std::max(worst, m / (sc + 1e-300));
+    };
+    Vec y1(R * T * H * P), y2 = y1, st1(s.states_size()), st2 = st1;
+    scan_forward(y1.data(), st1.data(), x.data(), dtv.data(), A.data(), Bc.data(), Bc.data() + N, D.data(), s);
+    scan_forward_recurrent(y2.data(), st2.data(), x.data(), dtv.data(), A.data(), Bc.data(), Bc.data() + N, D.data(), s);
+    cmp(y1, y2), cmp(st1, st2);
+    Vec g1[5], g2[5];
+    for (Vec* g : {g1, g2}) {
+      g[0].assign(x.size(), 0), g[1].assign(dtv.size(), 0), g[2].assign(H, 0), g[3].assign(Bc.size(), 0), g[4].assign(H, 0);
+      (g == g1 ? scan_backward<double> : scan_backward_recurrent<double>)(g[0].data(), g[1].data(), g[2].data(), g[3].data(),
+          g[3].data() + N, g[4].data(), dy.data(), st1.data(), x.data(), dtv.data(), A.data(), Bc.data(), Bc.data() + N, D.data(), s);
+    }
+    for (int i = 0; i < 5; i++) cmp(g1[i], g2[i]);
+    report("scan_chunked_vs_recurrent", "y_states_grads", worst, 1e-11);
   }
   {  // combine gate (pointwise part) and mean/sum blends
     const i64 M = 3, C = 4;
