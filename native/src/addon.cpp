@@ -197,7 +197,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
     GM_CATCH(env)
   }
 
-  // loss(targets: Int32Array, scale, backward) -> { loss, count }
+  // loss(targets: Int32Array, scale, backward, hiddenGrad?: Float32Array) -> { loss, count }
   Napi::Value Loss(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     GM_TRY
@@ -207,7 +207,16 @@ class Engine : public Napi::ObjectWrap<Engine> {
       throw std::invalid_argument("targets has " + std::to_string(targets.ElementLength()) + " elements, expected " + std::to_string(B_ * L_));
     const double scale = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().DoubleValue() : 1.0;
     const bool backward = info.Length() > 2 && info[2].ToBoolean().Value();
-    auto r = model_->loss(targets.Data(), scale, backward);
+    const float* hidden_grad = nullptr;
+    if (info.Length() > 3 && !info[3].IsUndefined() && !info[3].IsNull()) {
+      if (!info[3].IsTypedArray() || info[3].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+        throw std::invalid_argument("hiddenGrad must be a Float32Array");
+      auto hg = info[3].As<Napi::Float32Array>();
+      if ((i64)hg.ElementLength() != B_ * L_ * model_->cfg.d_model)
+        throw std::invalid_argument("hiddenGrad has " + std::to_string(hg.ElementLength()) + " elements, expected batch x length x d_model = " + std::to_string(B_ * L_ * model_->cfg.d_model));
+      hidden_grad = hg.Data();
+    }
+    auto r = model_->loss(targets.Data(), scale, backward, hidden_grad);
     Napi::Object o = Napi::Object::New(env);
     o.Set("loss", Napi::Number::New(env, r.loss));
     o.Set("count", Napi::Number::New(env, (double)r.count));

@@ -347,7 +347,7 @@ void Model::logits(float* out) const {
                  M, cfg.d_model, cfg.vocab_size);
 }
 
-Model::LossResult Model::loss(const std::int32_t* targets, double scale, bool backward) {
+Model::LossResult Model::loss(const std::int32_t* targets, double scale, bool backward, const float* hidden_grad) {
   if (B_ == 0) throw std::logic_error("loss: call forward first");
   const i64 d = cfg.d_model, V = cfg.vocab_size, M = B_ * L_;
   std::vector<i64> pos;
@@ -365,7 +365,7 @@ Model::LossResult Model::loss(const std::int32_t* targets, double scale, bool ba
     tgt.push_back(t);
   }
   const i64 K = (i64)pos.size();
-  if (K == 0) return {0.0, 0};
+  if (K == 0 && !(backward && hidden_grad)) return {0.0, 0};
   flush_denormals();
   const float* P = params.data();
   float* G = grads.data();
@@ -373,7 +373,17 @@ Model::LossResult Model::loss(const std::int32_t* targets, double scale, bool ba
   const i64 block = 1024;
   std::vector<float> hsel, lg, dh;
   std::vector<float> dhidden;
-  if (backward) dhidden.assign((size_t)(M * d), 0.f);
+  if (backward) {
+    if (hidden_grad) {
+      for (i64 i = 0; i < M * d; i++)
+        if (!std::isfinite(hidden_grad[i]))
+          throw std::invalid_argument("loss: hidden_grad is not finite at row " + std::to_string(i / d / L_) +
+                                      ", position " + std::to_string(i / d % L_));
+      dhidden.assign(hidden_grad, hidden_grad + M * d);
+    } else {
+      dhidden.assign((size_t)(M * d), 0.f);
+    }
+  }
   double total = 0;
   const float gscale = (float)(scale / (double)K);
   for (i64 k0 = 0; k0 < K; k0 += block) {
@@ -397,7 +407,7 @@ Model::LossResult Model::loss(const std::int32_t* targets, double scale, bool ba
         for (i64 c = 0; c < d; c++) dhidden[pos[k0 + k] * d + c] += dh[k * d + c];
     }
   }
-  const double mean = total / (double)K;
+  const double mean = K ? total / (double)K : 0.0;
   if (!std::isfinite(mean))
     throw std::runtime_error("loss is not finite (" + std::to_string(mean) +
                              "): the parameters or activations contain NaN or Inf");

@@ -71,11 +71,14 @@ class Model {
   void logits(float* out) const;
   // Mean cross-entropy over targets != -100 of the last forward; with backward=true, accumulates
   // the gradient of scale * loss into grads. LM-head work is done only at target positions.
+  // hidden_grad (optional, [B, L, d]) is the gradient of any further loss with respect to the
+  // post-norm hidden states (a contrastive term, a classifier on the CLS state, ...): it is added
+  // before the backward pass, so one pass serves both. All targets may be -100 when it is given.
   struct LossResult {
     double loss;
     i64 count;
   };
-  LossResult loss(const std::int32_t* targets, double scale, bool backward);
+  LossResult loss(const std::int32_t* targets, double scale, bool backward, const float* hidden_grad = nullptr);
 
   double grad_norm() const;
   void adamw(const AdamWOptions& o);

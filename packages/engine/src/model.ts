@@ -178,10 +178,22 @@ export class GeneMamba {
   /**
    * Forward + backward: accumulates the gradient of scale * (mean loss over the batch's targets)
    * into grads (call zeroGrad first; accumulation across micro-batches is the caller's choice of scale).
+   * `hiddenGrad` adds any other loss through its gradient with respect to the post-norm hidden
+   * states [batch, length, d] (e.g. computed from `forward`'s hidden): one backward pass for both.
    */
-  forwardBackward(b: TargetBatch, scale = 1): { loss: number; count: number } {
+  forwardBackward(b: TargetBatch, scale = 1, extra: { hiddenGrad?: Float32Array } = {}): { loss: number; count: number } {
     this.run(b);
-    return this.engine.loss(b.targets, scale, true);
+    return this.engine.loss(b.targets, scale, true, extra.hiddenGrad);
+  }
+
+  /**
+   * Backward of a loss defined on the hidden states of the last `forward` call (no LM-head loss):
+   * accumulates into grads. The batch must be the one `forward` ran on.
+   */
+  backwardFromHidden(hiddenGrad: Float32Array): void {
+    const b = this.last;
+    if (!b) throw new Error("backwardFromHidden: call forward first");
+    this.engine.loss(new Int32Array(b.tokens.length).fill(IGNORE_INDEX), 1, true, hiddenGrad);
   }
 
   gradNorm(): number {

@@ -23,7 +23,7 @@ export interface NativeEngine {
   forward(tokens: Int32Array, lengths: Int32Array, batch: number, length: number): void;
   logits(): Float32Array;
   hidden(): Float32Array;
-  loss(targets: Int32Array, scale: number, backward: boolean): { loss: number; count: number };
+  loss(targets: Int32Array, scale: number, backward: boolean, hiddenGrad?: Float32Array): { loss: number; count: number };
   zeroGrad(): void;
   gradNorm(): number;
   adamw(o: { lr: number; beta1?: number; beta2?: number; eps?: number; weightDecay?: number; step: number; gradScale?: number }): void;

@@ -112,6 +112,53 @@ describe("GeneMamba engine", () => {
     expect(diff / scale).toBeLessThan(1e-5);
   });
 
+  it("a loss given through its hidden-state gradient backpropagates like the built-in one", () => {
+    for (const cfg of [tiny, { ...tiny1, combine: "concat" as const }]) {
+      const m = GeneMamba.create(cfg, 13);
+      const b = withTargets(padBatch(randomSeqs([9, 6, 3], 40, 5)), 40, 6);
+      m.zeroGrad();
+      m.forwardBackward(b);
+      const builtIn = Float32Array.from(m.grads);
+      // The same cross-entropy written here in float64 from forward's logits: dL/dhidden = dlogits . W_head.
+      const { logits } = m.forward(b, { logits: true });
+      const V = 40, d = 32, W = m.tensor("lm_head.weight");
+      const K = b.targets.filter((t) => t !== IGNORE_INDEX).length;
+      const dh = new Float32Array(b.tokens.length * d);
+      for (let i = 0; i < b.tokens.length; i++) {
+        if (b.targets[i] === IGNORE_INDEX) continue;
+        const row = logits!.subarray(i * V, (i + 1) * V);
+        const mx = Math.max(...row);
+        const e = Array.from(row, (v) => Math.exp(v - mx));
+        const z = e.reduce((a, x) => a + x, 0);
+        for (let v = 0; v < V; v++) {
+          const g = (e[v] / z - (v === b.targets[i] ? 1 : 0)) / K;
+          for (let c = 0; c < d; c++) dh[i * d + c] += g * W[v * d + c];
+        }
+      }
+      m.zeroGrad();
+      m.backwardFromHidden(dh);
+      const viaHidden = Float32Array.from(m.grads);
+      m.zeroGrad();
+      m.forwardBackward(b, 1, { hiddenGrad: dh });  // built-in loss + the same loss again
+      const both = m.grads;
+      for (const t of m.tensors) {
+        if (t.name.startsWith("lm_head.")) continue;  // the hidden-state loss has no head parameters
+        let diff = 0, diff2 = 0, scale = 0;
+        for (let k = t.offset; k < t.offset + t.numel; k++) {
+          diff = Math.max(diff, Math.abs(viaHidden[k] - builtIn[k]));
+          diff2 = Math.max(diff2, Math.abs(both[k] - 2 * builtIn[k]));
+          scale = Math.max(scale, Math.abs(builtIn[k]));
+        }
+        expect(diff / (scale || 1), t.name).toBeLessThan(1e-4);
+        expect(diff2 / (scale || 1), t.name).toBeLessThan(1e-4);
+      }
+    }
+    const m = GeneMamba.create(tiny, 1);
+    m.forward(padBatch(randomSeqs([3], 40)));
+    expect(() => m.backwardFromHidden(new Float32Array(5))).toThrow(/hiddenGrad has 5 elements, expected batch x length x d_model = 96/);
+    expect(() => m.backwardFromHidden(new Float32Array(96).fill(NaN))).toThrow(/hidden_grad is not finite at row 0, position 0/);
+  });
+
   it("cell embeddings: mean over valid positions and CLS = position 0; gene embeddings are embedding rows", () => {
     const m = GeneMamba.create(tiny, 4);
     const b = padBatch(randomSeqs([5, 3], 40));
