@@ -6,7 +6,7 @@ import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
-import { RecordBatchStreamReader } from "apache-arrow";
+import { readTokenizedCells } from "@gm/data";
 import { GeneMamba, IGNORE_INDEX, loadModelConfig, padBatch } from "@gm/engine";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
@@ -38,13 +38,10 @@ console.log(`  tokenized: ${index.rows} cells, ${(index.tokens / index.rows).toF
 // scored) for a few AdamW steps, then a checkpoint and cell embeddings.
 console.error(`\n== engine: train configs/models/demo-4l-128d for 12 steps on 16 demo cells`);
 const t0 = Date.now();
-const state = JSON.parse(fs.readFileSync(path.join(out, "tok", "state.json"), "utf8"));
 const cells = [];
-for (const { filename } of state._data_files) {
-  for (const batch of RecordBatchStreamReader.from(fs.readFileSync(path.join(out, "tok", filename)))) {
-    const col = batch.getChild("input_ids");
-    for (let i = 0; i < batch.numRows && cells.length < 16; i++) cells.push(Int32Array.from(col.get(i).toArray()));
-  }
+for (const cell of readTokenizedCells(path.join(out, "tok"))) {
+  if (cells.length === 16) break;
+  cells.push(cell.ids);
 }
 const model = GeneMamba.create({ ...loadModelConfig("demo-4l-128d"), vocab_size: manifest.genes.vocabulary_size }, 7);
 const batch = padBatch(cells, 1, 512);

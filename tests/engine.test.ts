@@ -3,27 +3,11 @@
 // reload -> cell embeddings. Checks the pieces fit: the tokenizer's ids fit the engine's vocabulary,
 // the loss falls on real cells, and a checkpoint written mid-run reproduces the embeddings.
 import { describe, expect, it } from "vitest";
-import * as fs from "node:fs";
 import * as path from "node:path";
-import { RecordBatchStreamReader } from "apache-arrow";
+import { readTokenizedCells } from "@gm/data";
 import { GeneMamba, IGNORE_INDEX, padBatch } from "@gm/engine";
 import { gm } from "./helpers/cli.js";
 import { hasShared, shared, tmpDir } from "./helpers/paths.js";
-
-function readTokens(dir: string): { ids: Int32Array[]; labels: string[] } {
-  const state = JSON.parse(fs.readFileSync(path.join(dir, "state.json"), "utf8")) as { _data_files: { filename: string }[] };
-  const ids: Int32Array[] = [], labels: string[] = [];
-  for (const { filename } of state._data_files) {
-    for (const batch of RecordBatchStreamReader.from(fs.readFileSync(path.join(dir, filename)))) {
-      const col = batch.getChild("input_ids")!, lab = batch.getChild("bulk_labels")!;
-      for (let i = 0; i < batch.numRows; i++) {
-        ids.push(Int32Array.from(col.get(i).toArray() as Int32Array));
-        labels.push(String(lab.get(i)));
-      }
-    }
-  }
-  return { ids, labels };
-}
 
 describe.skipIf(!hasShared)("engine on tokenized real data (pbmc68k)", () => {
   it("tokenize -> train -> checkpoint -> embeddings", () => {
@@ -33,7 +17,8 @@ describe.skipIf(!hasShared)("engine on tokenized real data (pbmc68k)", () => {
       "--vocab", shared("genes/vocab_25426.json"), "--gene-map", shared("genes/gene_symbols.json"), "--counts-layer", "counts",
       "--max-len", "128", "--keep-columns", "bulk_labels"]);
     expect(r.code, r.stderr).toBe(0);
-    const { ids, labels } = readTokens(tok);
+    const read = [...readTokenizedCells(tok, ["bulk_labels"])];
+    const ids = read.map((c) => c.ids), labels = read.map((c) => String(c.columns.bulk_labels));
     expect(ids.length).toBeGreaterThan(600);
     expect(labels.length).toBe(ids.length);
 

@@ -196,20 +196,32 @@ void Model::mask_rows(float* buf, i64 ld, i64 cols) const {
       if (t >= row_length(r)) std::fill(buf + (r * L + t) * ld, buf + (r * L + t) * ld + cols, 0.f);
 }
 
-// Everything the scan needs that is cheaper to recompute than to store: the masked conv input, the
-// activated conv output, the step sizes and the expanded A.
-void Model::recompute_mixer_inputs(i64 l) {
-  const LayerOffsets& o = layer_[l];
-  LayerActs& a = acts_[l];
-  const float* P = params.data();
-  const i64 R = rows(), L = L_, Mr = R * L, E = cfg.d_inner(), Dp = cfg.d_in_proj(), Cc = cfg.conv_dim();
-  const i64 H = cfg.nheads(), N = cfg.d_state;
-  const i64 xbc_col = cfg.mixer == Mixer::Mamba2 ? E : 0;
+// What the scan needs that is cheaper to recompute than to store, in three steps the forward pass
+// interleaves with the conv and (Mamba-1) x_proj/dt_proj, and the backward pass runs back to back.
+// 1. The conv input: in_proj's xBC (Mamba-2) or x (Mamba-1) columns with pads zeroed.
+void Model::conv_input(i64 l) {
+  const LayerActs& a = acts_[l];
+  const i64 Mr = rows() * L_, Dp = cfg.d_in_proj(), Cc = cfg.conv_dim();
+  const i64 xbc_col = cfg.mixer == Mixer::Mamba2 ? cfg.d_inner() : 0;
 #pragma omp parallel for schedule(static)
   for (i64 m = 0; m < Mr; m++) std::copy(&a.proj[m * Dp + xbc_col], &a.proj[m * Dp + xbc_col + Cc], &convin_[m * Cc]);
-  mask_rows(convin_.data(), Cc, Cc);
-  silu_forward(xc_.data(), Cc, a.convpre.data(), Cc, Mr, Cc);
+  mask_rows(convin_.data(), Cc, Cc);  // pads never reach a state, whatever the layout
+}
+
+// 2. The activated conv output (SiLU, pads zeroed again: SiLU(bias) is not 0).
+void Model::conv_activation(i64 l) {
+  const i64 Mr = rows() * L_, Cc = cfg.conv_dim();
+  silu_forward(xc_.data(), Cc, acts_[l].convpre.data(), Cc, Mr, Cc);
   mask_rows(xc_.data(), Cc, Cc);
+}
+
+// 3. Step sizes dt = softplus(. + bias) and A = -exp(A_log).
+void Model::step_sizes(i64 l) {
+  const LayerOffsets& o = layer_[l];
+  const LayerActs& a = acts_[l];
+  const float* P = params.data();
+  const i64 Mr = rows() * L_, E = cfg.d_inner(), Dp = cfg.d_in_proj(), Cc = cfg.conv_dim();
+  const i64 H = cfg.nheads(), N = cfg.d_state;
   if (cfg.mixer == Mixer::Mamba2) {
     softplus_forward(dtv_.data(), H, a.proj.data() + E + Cc, Dp, P + o.dt_bias, Mr, H);
     for (i64 h = 0; h < H; h++) aexp_[h] = -std::exp(P[o.A_log + h]);  // one scalar per head
@@ -217,6 +229,15 @@ void Model::recompute_mixer_inputs(i64 l) {
     softplus_forward(dtv_.data(), E, a.dtpre.data(), E, P + o.dt_proj_b, Mr, E);
     for (i64 i = 0; i < E * N; i++) aexp_[i] = -std::exp(P[o.A_log + i]);
   }
+}
+
+// Mamba-1's mixer output before out_proj: o = y * SiLU(z).
+void Model::mamba1_gate(i64 l) {
+  const LayerActs& a = acts_[l];
+  const i64 Mr = rows() * L_, E = cfg.d_inner(), Dp = cfg.d_in_proj();
+#pragma omp parallel for schedule(static)
+  for (i64 m = 0; m < Mr; m++)
+    for (i64 c = 0; c < E; c++) o_[m * E + c] = a.y[m * E + c] * silu(a.proj[m * Dp + E + c]);
 }
 
 static ScanShape scan_shape(const Config& c, i64 R, i64 L) {
@@ -227,7 +248,7 @@ static ScanShape scan_shape(const Config& c, i64 R, i64 L) {
 }
 
 // Runs the mixer of layer l on u_ (all mixer rows), writing mixout_.
-void Model::mixer_forward(i64 l, bool) {
+void Model::mixer_forward(i64 l) {
   const LayerOffsets& o = layer_[l];
   LayerActs& a = acts_[l];
   const float* P = params.data();
@@ -238,24 +259,20 @@ void Model::mixer_forward(i64 l, bool) {
     Section _s("fwd.in_proj");
     linear_forward(a.proj.data(), Dp, u_.data(), d, P + o.in_proj, (const float*)nullptr, Mr, d, Dp);
   }
-  const i64 xbc_col = cfg.mixer == Mixer::Mamba2 ? E : 0;
-#pragma omp parallel for schedule(static)
-  for (i64 m = 0; m < Mr; m++) std::copy(&a.proj[m * Dp + xbc_col], &a.proj[m * Dp + xbc_col + Cc], &convin_[m * Cc]);
-  mask_rows(convin_.data(), Cc, Cc);  // pads never reach a state, whatever the layout
   {
     Section _s("fwd.conv");
+    conv_input(l);
     conv1d_forward(a.convpre.data(), Cc, convin_.data(), Cc, P + o.conv_w, P + o.conv_b, R, L, Cc, cfg.d_conv);
+    conv_activation(l);
   }
   if (cfg.mixer == Mixer::Mamba1) {
-    silu_forward(xc_.data(), Cc, a.convpre.data(), Cc, Mr, Cc);
-    mask_rows(xc_.data(), Cc, Cc);
     const i64 X = cfg.xproj_dim();
     linear_forward(a.xdbl.data(), X, xc_.data(), E, P + o.x_proj, (const float*)nullptr, Mr, E, X);
     linear_forward(a.dtpre.data(), E, a.xdbl.data(), X, P + o.dt_proj_w, (const float*)nullptr, Mr, cfg.dt_rank, E);
   }
   {
     Section _s("fwd.pointwise");
-    recompute_mixer_inputs(l);
+    step_sizes(l);
   }
   if (cfg.mixer == Mixer::Mamba2) {
     Section _s("fwd.scan+norm");
@@ -263,13 +280,10 @@ void Model::mixer_forward(i64 l, bool) {
                  xc_.data() + E + N, P + o.D, ss);
     gated_rmsnorm_forward(o_.data(), a.rstd.data(), a.y.data(), a.proj.data(), Dp, P + o.norm_w, Mr, E, 1e-5f);
   } else {
-    const i64 X = cfg.xproj_dim(), Rk = cfg.dt_rank;
+    const i64 Rk = cfg.dt_rank;
     scan_forward(a.y.data(), a.states.data(), xc_.data(), dtv_.data(), aexp_.data(), a.xdbl.data() + Rk,
                  a.xdbl.data() + Rk + N, P + o.D, ss);
-    (void)X;
-#pragma omp parallel for schedule(static)
-    for (i64 m = 0; m < Mr; m++)
-      for (i64 c = 0; c < E; c++) o_[m * E + c] = a.y[m * E + c] * silu(a.proj[m * Dp + E + c]);
+    mamba1_gate(l);
   }
   Section _s("fwd.out_proj");
   linear_forward(mixout_.data(), d, o_.data(), E, P + o.out_proj, (const float*)nullptr, Mr, E, d);
@@ -297,7 +311,7 @@ void Model::forward(const std::int32_t* tokens, const std::int32_t* lengths, i64
     const float* x = xs_.data() + l * M * d;
     float* out = xs_.data() + (l + 1) * M * d;
     build_mixer_input(x, u_.data());
-    mixer_forward(l, true);
+    mixer_forward(l);
     if (!cfg.bidirectional()) {
 #pragma omp parallel for schedule(static)
       for (i64 i = 0; i < M * d; i++) out[i] = mixout_[i] + x[i];
@@ -506,7 +520,9 @@ void Model::mixer_backward(i64 l) {
   };
   {
     Section _s("bwd.recompute");
-    recompute_mixer_inputs(l);
+    conv_input(l);
+    conv_activation(l);
+    step_sizes(l);
   }
   zeroed(dproj_, Mr * Dp);
   resize(do_, Mr * E);  // written by out_proj's backward
@@ -537,9 +553,7 @@ void Model::mixer_backward(i64 l) {
                       P + o.dt_bias, Mr, H);
   } else {
     const i64 X = cfg.xproj_dim(), Rk = cfg.dt_rank;
-#pragma omp parallel for schedule(static)
-    for (i64 m = 0; m < Mr; m++)
-      for (i64 c = 0; c < E; c++) o_[m * E + c] = a.y[m * E + c] * silu(a.proj[m * Dp + E + c]);
+    mamba1_gate(l);
     linear_backward(do_.data(), E, G + o.out_proj, (float*)nullptr, dm_.data(), d, o_.data(), E, P + o.out_proj, Mr, E,
                     d, true);
 #pragma omp parallel for schedule(static)

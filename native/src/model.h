@@ -104,9 +104,12 @@ class Model {
 
   void ensure_buffers(i64 B, i64 L);
   void build_mixer_input(const float* x, float* u) const;           // [x; rev(x)]
-  void mixer_forward(i64 l, bool for_backward);
+  void mixer_forward(i64 l);
   void mixer_backward(i64 l);
-  void recompute_mixer_inputs(i64 l);
+  void conv_input(i64 l);
+  void conv_activation(i64 l);
+  void step_sizes(i64 l);
+  void mamba1_gate(i64 l);
   void mask_rows(float* buf, i64 ld, i64 cols) const;  // zero pad positions of every mixer row
   i64 rows() const { return cfg.bidirectional() ? 2 * B_ : B_; }
   i64 row_length(i64 r) const { return lengths_[r % B_]; }

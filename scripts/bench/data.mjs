@@ -9,7 +9,7 @@ import { execFileSync, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
-import { RecordBatchStreamReader } from "apache-arrow";
+import { readTokenizedCells } from "@gm/data";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const gm = path.join(root, "packages/cli/bin/gm.js");
@@ -49,16 +49,7 @@ function rmrf(p) {
 }
 
 function readTokens(tokDir) {
-  const state = JSON.parse(fs.readFileSync(path.join(tokDir, "state.json"), "utf8"));
-  const out = [];
-  for (const { filename } of state._data_files) {
-    const reader = RecordBatchStreamReader.from(fs.readFileSync(path.join(tokDir, filename)));
-    for (const batch of reader) {
-      const col = batch.getChild("input_ids");
-      for (let i = 0; i < batch.numRows; i++) out.push(col.get(i).toArray());
-    }
-  }
-  return out;
+  return Array.from(readTokenizedCells(tokDir), (c) => c.ids);
 }
 
 function readNumpyTokens(file) {

@@ -15,12 +15,11 @@ struct AdamWParams {
 
 template <typename T>
 void adamw_update(T* params, const T* grads, T* m, T* v, i64 n, const AdamWParams& o) {
-  const T lr = (T)o.lr, b1 = (T)o.beta1, b2 = (T)o.beta2, eps = (T)o.eps;
+  const T b1 = (T)o.beta1, b2 = (T)o.beta2, eps = (T)o.eps;
   const T decay = (T)(1.0 - o.lr * o.weight_decay);
   const T step_size = (T)(o.lr / (1.0 - std::pow(o.beta1, (double)o.step)));
   const T bc2_sqrt = (T)std::sqrt(1.0 - std::pow(o.beta2, (double)o.step));
   const T gs = (T)o.grad_scale;
-  (void)lr;
 #pragma omp parallel for schedule(static)
   for (i64 i = 0; i < n; i++) {
     const T g = grads[i] * gs;

@@ -47,14 +47,13 @@ struct ScanShape {
 namespace scan_detail {
 
 // Per-block view of the inputs at one step: decay and step size per lane (broadcast for Mamba-2).
-template <typename T>
 struct Block {
   i64 c0, W;  // first channel, lanes in this block (the last Mamba-1 block may be narrower)
   i64 head;   // Mamba-2: the block's head
 };
 
 template <typename T>
-inline void load_dt(const ScanShape& s, const Block<T>& b, const T* dt, i64 row, T* d) {
+inline void load_dt(const ScanShape& s, const Block& b, const T* dt, i64 row, T* d) {
   if (s.per_lane()) {
     const T* p = dt + row * s.ld_dt + b.c0;
     for (i64 w = 0; w < b.W; w++) d[w] = p[w];
@@ -66,7 +65,7 @@ inline void load_dt(const ScanShape& s, const Block<T>& b, const T* dt, i64 row,
 
 // a[n][w] = exp(d[w] * A[n][w]) for Mamba-1 (At is A transposed to [N][H]); Mamba-2 needs a scalar.
 template <typename T>
-inline void decay_per_lane(const ScanShape& s, const Block<T>& b, const T* At, const T* d, T* a) {
+inline void decay_per_lane(const ScanShape& s, const Block& b, const T* At, const T* d, T* a) {
   const i64 W = b.W, H = s.H;
   for (i64 n = 0; n < s.N; n++) {
     const T* An = At + n * H + b.c0;
@@ -99,7 +98,7 @@ void scan_forward_recurrent(T* y, T* states, const T* x, const T* dt, const T* A
     for (i64 task = 0; task < s.rows * G; task++) {
       const i64 r = task / G, g = task % G;
       for (i64 bi = g * nb / G; bi < (g + 1) * nb / G; bi++) {
-        Block<T> b{bi * WL, std::min(WL, s.channels() - bi * WL), bi * WL / s.P};
+        Block b{bi * WL, std::min(WL, s.channels() - bi * WL), bi * WL / s.P};
         const i64 W = b.W;
         for (i64 w = 0; w < W; w++) Dl[w] = s.per_lane() ? D[b.c0 + w] : D[b.head];
         std::fill(S.begin(), S.end(), T(0));
@@ -171,7 +170,7 @@ void scan_backward_recurrent(T* dx, T* ddt, T* dA, T* dB, T* dC, T* dD, const T*
       const i64 r = task / G, g = task % G;
       T* pbc = part_bc.data() + task * s.T * 2 * N;
       for (i64 bi = g * nb / G; bi < (g + 1) * nb / G; bi++) {
-        Block<T> b{bi * WL, std::min(WL, s.channels() - bi * WL), bi * WL / s.P};
+        Block b{bi * WL, std::min(WL, s.channels() - bi * WL), bi * WL / s.P};
         const i64 W = b.W, NW = N * W;
         const T Ah = s.per_lane() ? T(0) : A[b.head];
         std::fill(dS.begin(), dS.end(), T(0));

@@ -15,3 +15,4 @@ export * from "./simulate/index.js";
 export * from "./tenx.js";
 export * from "./h5ad/write.js";
 export * from "./tdigest-wasm.js";
+export * from "./tokenize/read.js";

@@ -255,8 +255,4 @@ export class GeneMamba {
   get activationBytes(): number {
     return this.engine.activationBytes();
   }
-
-  get lastBatch(): Batch | undefined {
-    return this.last;
-  }
 }
