@@ -54,6 +54,7 @@ export function buildProgram(): Command {
       .option("--batches <b>", "number of batches", int("--batches", 1), 2)
       .option("--seed <s>", "random seed (same seed, same file contents)", int("--seed", 0), 0)
       .requiredOption("--out <file.h5ad>", "output h5ad file")
+      .option("--gene-sets <file.gmt>", "also write the cell-type programs (ground-truth co-expressed gene sets) as GMT")
       .addHelpText("after", examples(["gm simulate --cells 5000 --genes 20000 --cell-types 8 --batches 3 --seed 1 --out demo.h5ad"])),
   ).action(lazy(() => import("./commands/simulate.js")));
 
@@ -139,13 +140,49 @@ export function buildProgram(): Command {
       ),
   ).action(lazy(() => import("./commands/census-fetch.js")));
 
+  program
+    .command("pretrain")
+    .description("pretrain a GeneMamba model on tokenized shards: MLM or next-gene objective, optional gene-pair InfoNCE, data-parallel ranks, resumable checkpoints")
+    .option("--config <file>", "pretraining run config (configs/pretrain/*.json): model, objective, data, batch, optimizer, schedule, train, checkpoint, log")
+    .option("--data <dir>", "tokenized dataset (a gm tokenize output folder); overrides data.dir")
+    .option("--out <dir>", "run folder: checkpoint-<step>/, metrics.jsonl, loss.svg, run.json")
+    .option("--resume [dir]", "continue the run in DIR (default: --out) from its latest checkpoint, exactly")
+    .option("--max-steps <n>", "optimizer steps (overrides train.max_steps)", int("--max-steps", 1))
+    .option("--micro-batch <n>", "cells per rank per micro-step (overrides batch.micro_batch)", int("--micro-batch", 1))
+    .option("--global-batch <n>", "cells per optimizer step over all ranks (gradient accumulation fills the gap)", int("--global-batch", 1))
+    .option("--lr <x>", "peak learning rate (overrides optimizer.lr)", positive("--lr"))
+    .option("--seed <n>", "seed of initialisation, shuffling and masking (overrides train.seed)", int("--seed", 0))
+    .option("--pairs <file>", "gene pairs for the InfoNCE loss: CSV (a,b,label) or GMT gene sets (overrides objective.infonce.pairs)")
+    .option("--gene-map <file>", "symbol -> Ensembl JSON map for the pair file's gene symbols")
+    .option("--save-every <n>", "checkpoint every n steps (overrides checkpoint.every)", int("--save-every", 1))
+    .option("--keep-last <k>", "keep only the newest k checkpoints; 0 keeps all (overrides checkpoint.keep_last)", int("--keep-last", 0))
+    .option("--log-every <n>", "log a step line every n steps (overrides log.every)", int("--log-every", 1))
+    .option("--ranks <n>", "data-parallel CPU ranks in this process", int("--ranks", 1))
+    .option("--gpus <n>", "one rank per GPU (needs the CUDA backend)", int("--gpus", 1))
+    .option("--nnodes <n>", "nodes in a multi-node run (torchrun-style)", int("--nnodes", 1))
+    .option("--node-rank <k>", "this node's index, 0-based", int("--node-rank", 0))
+    .option("--master-addr <host>", "rank 0's address for multi-node rendezvous")
+    .option("--master-port <port>", "rank 0's port for multi-node rendezvous (default 29500)", int("--master-port", 1))
+    .option("--threads <n>", "engine threads (default: all cores, or GM_THREADS)", int("--threads", 1))
+    .addHelpText(
+      "after",
+      examples([
+        "gm pretrain --config configs/pretrain/genemamba-24l-512d.json --data data/tok --out runs/gm-512d",
+        "gm pretrain --resume runs/gm-512d",
+        "gm pretrain --config configs/pretrain/demo.json --data demo-output/tok --out runs/demo --ranks 2",
+        "gm pretrain --config configs/pretrain/genemamba-24l-512d.json --data data/tok --out runs/x --nnodes 2 --node-rank 0 --master-addr 10.0.0.1 --master-port 29500",
+      ]),
+    )
+    .action(lazy(() => import("./commands/pretrain.js"), { ownConfig: true }));
+
   return program;
 }
 
-function lazy(load: () => Promise<{ run: Action }>) {
+function lazy(load: () => Promise<{ run: Action }>, how: { ownConfig?: boolean } = {}) {
   return async function (this: Command, ...params: unknown[]) {
     const cmd = params[params.length - 1] as Command;
-    const opts = applyConfig(cmd, cmd.opts().config as string | undefined);
+    // A command with a structured config (pretrain) reads its --config itself.
+    const opts = how.ownConfig ? (cmd.opts() as Record<string, unknown>) : applyConfig(cmd, cmd.opts().config as string | undefined);
     const global = cmd.parent?.opts() ?? {};
     const log = createLogger(global.logLevel ?? "info", { pretty: global.logFormat ? global.logFormat === "pretty" : undefined });
     const args = cmd.args.length ? cmd.args : ((opts.__inputs as string[] | undefined) ?? []);
@@ -154,15 +191,30 @@ function lazy(load: () => Promise<{ run: Action }>) {
   };
 }
 
+let gracefulStop: (() => void) | undefined;
+
+/**
+ * Long jobs that can stop cleanly (pretrain saves a checkpoint) register here: the first SIGINT or
+ * SIGTERM calls `stop`, a second one exits at once. Other commands exit on the first signal.
+ */
+export function onGracefulStop(stop: (() => void) | undefined): void {
+  gracefulStop = stop;
+}
+
 export async function main(argv: string[]): Promise<void> {
   const program = buildProgram();
   let interrupted = false;
-  process.on("SIGINT", () => {
-    if (interrupted) process.exit(ExitCode.interrupted);
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (interrupted || !gracefulStop) {
+      if (!interrupted) process.stderr.write("\ngm: interrupted; finished units are kept and a re-run resumes\n");
+      process.exit(ExitCode.interrupted);
+    }
     interrupted = true;
-    process.stderr.write("\ngm: interrupted; finished units are kept and a re-run resumes\n");
-    process.exit(ExitCode.interrupted);
-  });
+    process.stderr.write(`\ngm: ${signal}: finishing the current step and saving a checkpoint (send it again to quit at once)\n`);
+    gracefulStop();
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
   try {
     await program.parseAsync(argv);
   } catch (e) {

@@ -187,6 +187,15 @@ export class GeneMamba {
   }
 
   /**
+   * LM-head loss + backward on the last `forward` call (its batch must carry these targets): for
+   * objectives that first read the forward's hidden states (InfoNCE) and then add their gradient.
+   */
+  backward(targets: Int32Array, scale = 1, extra: { hiddenGrad?: Float32Array } = {}): { loss: number; count: number } {
+    if (!this.last) throw new Error("backward: call forward first");
+    return this.engine.loss(targets, scale, true, extra.hiddenGrad);
+  }
+
+  /**
    * Backward of a loss defined on the hidden states of the last `forward` call (no LM-head loss):
    * accumulates into grads. The batch must be the one `forward` ran on.
    */

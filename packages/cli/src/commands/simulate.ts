@@ -15,6 +15,7 @@ export async function run(o: Record<string, unknown>, _args: string[], log: Logg
       batches: num(o.batches, "--batches"),
       seed: num(o.seed, "--seed"),
       out: String(o.out),
+      geneSetsOut: o.geneSets ? String(o.geneSets) : undefined,
     },
     (done) => {
       progress.increment(done - last);

@@ -45,7 +45,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { getLogger, tempNameFor, usageError } from "@gm/core";
+import { getLogger, tempNameFor, usageError, writeFileAtomic } from "@gm/core";
 import { H5adWriter } from "../h5ad/write.js";
 import { defaultGenesPerCell, FEATURE_TYPES, SimModel, STREAM } from "./model.js";
 import { streamSeed, Xoshiro128 } from "./rng.js";
@@ -75,6 +75,11 @@ export interface SimulateOptions {
   compress?: boolean;
   /** Boolean storage, see h5ad/write.ts (default "enum", the h5py bool type). */
   bools?: "enum" | "int8";
+  /**
+   * Also write the ground-truth gene sets as GMT (one set per cell-type program: its up-regulated
+   * genes, by gene id), e.g. for the pretraining gene-pair loss. Written atomically.
+   */
+  geneSetsOut?: string;
 }
 
 export interface SimulateSummary {
@@ -318,6 +323,10 @@ export async function simulate(opts: SimulateOptions, onProgress?: (cellsDone: n
 
     w.close();
     fs.renameSync(tmp, out);
+    if (opts.geneSetsOut) {
+      const lines = model.programs.map((genesUp, t) => [`program_${t + 1}_${cellTypeName(t)[0].replace(/\s+/g, "_")}`, "gm simulate: genes up-regulated in this cell type", ...Array.from(genesUp, (g) => simGeneId(g))].join("\t"));
+      writeFileAtomic(path.resolve(opts.geneSetsOut), lines.join("\n") + "\n");
+    }
     return {
       path: out,
       cells,

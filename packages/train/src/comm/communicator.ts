@@ -1,0 +1,34 @@
+/**
+ * The collective-communication interface that data-parallel training is written against.
+ *
+ * Every method is collective: it completes only when all `worldSize` ranks of the group have
+ * called it, in the same order, with compatible arguments (same operation, same buffer length and
+ * element type, same root). A backend that cannot complete a collective (a mismatch, a rank that
+ * never arrives, a closed peer) rejects it on every waiting rank with a {@link CommError}.
+ *
+ * Backends: "local-ring" (in-process ring all-reduce for CPU ranks driven as async tasks on one
+ * JS thread, `createLocalRing`); a NCCL backend implements the same interface later.
+ */
+export interface Communicator {
+  readonly rank: number;
+  readonly worldSize: number;
+  /** "local-ring" for the in-process backend. */
+  readonly backend: string;
+  /** In place: every rank ends with the element-wise mean over ranks, bitwise identical on all ranks. */
+  allReduceMean(data: Float32Array): Promise<void>;
+  /** In place, float64 sums of small vectors (token counts, loss sums), identical on all ranks. */
+  allReduceSum(data: Float64Array): Promise<void>;
+  /** Rank `root`'s data (default 0) copied to all ranks. */
+  broadcast(data: Float32Array | Float64Array, root?: number): Promise<void>;
+  barrier(): Promise<void>;
+  /** Leaves the group; collectives still waiting for this rank reject on the other ranks. */
+  close(): void;
+}
+
+/** A collective that could not complete (mismatch, timeout, closed peer). */
+export class CommError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "CommError";
+  }
+}

@@ -1,0 +1,3 @@
+export * from "./communicator.js";
+export * from "./local-ring.js";
+export * from "./topology.js";

@@ -1,0 +1,511 @@
+/**
+ * The pretraining loop behind `gm pretrain`: R data-parallel model replicas (CPU ranks in this
+ * process), each computing its micro-batches of every step; gradients averaged through the
+ * communicator; AdamW with clipping on every replica (identical inputs, so identical weights);
+ * checkpoints that resume bit for bit. See docs/pretrain.md.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { createProgress, ExitCode, GmError, inputError, readJsonFile, removeStaleTemporaries, usageError, writeFileAtomic, writeJsonAtomic, type Logger } from "@gm/core";
+import { loadGeneMap, loadVocabulary, type Vocabulary } from "@gm/data";
+import { GeneMamba, loadModelConfig, loadNative, resolveConfig, type ModelConfig, type ModelConfigInput } from "@gm/engine";
+import { checkpointDir, latestCheckpoint, loadOptimizerState, pruneCheckpoints, readTrainerState, removePartialCheckpoints, saveCheckpoint, type TrainerState } from "./checkpoint.js";
+import { createLocalRing, type Communicator } from "./comm/index.js";
+import { runFingerprint, type RunConfig } from "./config.js";
+import { readDatasetIndex, stepsPerEpoch, TokenLoader, type Cell, type LoaderPosition } from "./loader/index.js";
+import { cpuPeakFlops, JsonlWriter, trainingFlops } from "./metrics.js";
+import { prepareMlm } from "./objectives/mlm.js";
+import { prepareNtp } from "./objectives/ntp.js";
+import { infoNce, indexPairs, type PairIndex } from "./objectives/infonce.js";
+import type { PreparedBatch, TokenSpace } from "./objectives/tokens.js";
+import { loadGenePairs, makeTokenResolver } from "./pairs.js";
+import { lineChartSvg } from "./plot.js";
+import { learningRate } from "./schedule.js";
+
+export const RUN_FILE = "run.json";
+export const METRICS_FILE = "metrics.jsonl";
+export const PLOT_FILE = "loss.svg";
+export const SUMMARY_FILE = "summary.json";
+
+export interface PretrainOptions {
+  /** The resolved run config of a new run (on resume the run's own, OUT/run.json, is used). */
+  config: RunConfig;
+  /** On resume: the settings that may change without changing the computation. */
+  resumeOverrides?: { checkpoint?: Partial<RunConfig["checkpoint"]>; log?: Partial<RunConfig["log"]>; prefetch?: number };
+  out: string;
+  resume?: boolean;
+  /** Data-parallel ranks hosted in this process (CPU ranks). */
+  worldSize?: number;
+  log: Logger;
+  /** Polled between steps: a true value saves a checkpoint and stops (SIGINT / SIGTERM). */
+  stopRequested?: (step: number) => boolean;
+  /** Test hook: called inside the checkpoint writer after the model file (simulates a crash mid-save). */
+  onCheckpointWrite?: (step: number) => void;
+  /** Progress bar on a TTY (default: core's rule). */
+  progress?: boolean;
+}
+
+export interface StepRecord {
+  step: number;
+  epoch: number;
+  loss: number;
+  mlm_loss?: number;
+  ntp_loss?: number;
+  infonce?: number;
+  infonce_pairs?: number;
+  lr: number;
+  grad_norm: number;
+  cells: number;
+  tokens: number;
+  loss_positions: number;
+  step_seconds: number;
+  tokens_per_second: number;
+  tflops: number;
+  mfu: number;
+  eta_seconds: number;
+}
+
+export interface PretrainSummary {
+  startStep: number;
+  step: number;
+  totalSteps: number;
+  interrupted: boolean;
+  records: StepRecord[];
+  lastCheckpoint: string | null;
+  seconds: number;
+  /** Wall time inside the engine (forward, backward, all-reduce, AdamW) versus the whole loop. */
+  engineSeconds: number;
+  tokens: number;
+  /** Cross-entropy of the targets' unigram distribution over this session (the no-context baseline). */
+  unigramBaseline: number;
+}
+
+/** A training failure that must not write a new checkpoint (non-finite loss or gradients). */
+export class DivergedError extends GmError {
+  constructor(message: string) {
+    super(message, ExitCode.internal);
+  }
+}
+
+interface RunRecord {
+  format: "gm.pretrain-run/1";
+  fingerprint: string;
+  config: RunConfig;
+  model: ModelConfig;
+  world_size: number;
+  accumulation: number;
+  total_steps: number;
+  data: { dir: string; rows: number; vocab_size: number };
+  created: string;
+}
+
+interface Setup {
+  model: ModelConfig;
+  vocab: Vocabulary;
+  space: TokenSpace;
+}
+
+/** Model config + token space from the run config and the tokenized data's vocabulary. */
+function setupModel(cfg: RunConfig, dataDir: string, dataVocabSize: number): Setup {
+  const vocabFile = path.join(dataDir, "vocab.json");
+  let vocab = loadVocabulary(vocabFile);
+  if (vocab.size !== dataVocabSize)
+    throw inputError(vocabFile, `holds ${vocab.size} tokens but gm_index.json says vocab_size ${dataVocabSize}; the dataset folder is inconsistent, re-run gm tokenize`);
+  const specials = vocab.specials;
+  const padId = specials["[PAD]"] ?? 1, unkId = specials["[UNK]"] ?? 0;
+  const json = vocab.toJSON();
+  const firstGene = json.first_gene_id, endGene = firstGene + json.genes.length;
+  let maskId = -1;
+  if (cfg.objective.type === "mlm") {
+    vocab = vocab.withSpecials(["[MASK]"]);
+    maskId = vocab.get("[MASK]")!;
+  }
+  let input: ModelConfigInput;
+  if (typeof cfg.model === "string") input = { ...loadModelConfig(cfg.model) } as ModelConfigInput;
+  else input = { ...(cfg.model as ModelConfigInput) };
+  const pinned = typeof cfg.model === "string" || (cfg.model as Record<string, unknown>).vocab_size !== undefined;
+  // A model config may count [MASK] or not (the reference's 25,426 tokens have none): either matches.
+  if (pinned && input.vocab_size !== vocab.size && input.vocab_size !== dataVocabSize)
+    throw inputError(
+      path.join(dataDir, "gm_index.json"),
+      `vocab_size ${dataVocabSize}${maskId >= 0 ? " (+1 for [MASK])" : ""} = ${vocab.size} does not match the model's vocab_size ${input.vocab_size}; tokenize with the model's vocabulary (gm tokenize --vocab), or give an inline model config without vocab_size`,
+    );
+  input.vocab_size = vocab.size;
+  input.pad_token_id = padId;
+  const model = resolveConfig(input, typeof cfg.model === "string" ? cfg.model : "run config model");
+  return { model, vocab, space: { vocabSize: vocab.size, padId, unkId, maskId, firstGene, endGene } };
+}
+
+function prepare(cfg: RunConfig, cells: Cell[], space: TokenSpace, epoch: number): PreparedBatch {
+  const o = cfg.objective;
+  if (o.type === "ntp") return prepareNtp(cells, space);
+  return prepareMlm(cells, space, { maskProb: o.mask_prob, maskTokenProb: o.mask_token_prob, randomTokenProb: o.random_token_prob }, cfg.train.seed, epoch);
+}
+
+function sameJson(a: unknown, b: unknown): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+function firstDifference(a: Record<string, unknown>, b: Record<string, unknown>, prefix = ""): string {
+  for (const k of new Set([...Object.keys(a), ...Object.keys(b)])) {
+    const x = a[k], y = b[k];
+    if (sameJson(x, y)) continue;
+    if (x && y && typeof x === "object" && typeof y === "object" && !Array.isArray(x)) return firstDifference(x as Record<string, unknown>, y as Record<string, unknown>, `${prefix}${k}.`);
+    return `${prefix}${k} (${JSON.stringify(x)} there, ${JSON.stringify(y)} now)`;
+  }
+  return "";
+}
+
+export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
+  const log = o.log;
+  const out = path.resolve(o.out);
+  const runFile = path.join(out, RUN_FILE);
+  let cfg = o.config;
+  let worldSize = o.worldSize ?? 1;
+
+  if (o.resume) {
+    if (!fs.existsSync(runFile)) throw usageError(`${out}: not a gm pretrain output folder (no ${RUN_FILE}); start a run with --config and --data`);
+    const rec = readJsonFile<RunRecord>(runFile, "run record");
+    // The computation is pinned by the first run; only operational settings may change on resume.
+    const ov = o.resumeOverrides ?? {};
+    cfg = {
+      ...rec.config,
+      checkpoint: { ...rec.config.checkpoint, ...ov.checkpoint },
+      log: { ...rec.config.log, ...ov.log },
+      data: { ...rec.config.data, prefetch: ov.prefetch ?? rec.config.data.prefetch },
+    };
+    if (o.worldSize !== undefined && o.worldSize !== rec.world_size)
+      log.warn({ was: rec.world_size, now: o.worldSize }, "resuming with a different number of ranks: the global batch is kept, the gradient accumulation changes, and the losses will differ from an uninterrupted run within rounding");
+    worldSize = o.worldSize ?? rec.world_size;
+  }
+  const dataDir = cfg.data.dir;
+  if (!dataDir) throw usageError("no training data: give --data DIR (a gm tokenize output) or data.dir in the run config");
+  const index = readDatasetIndex(dataDir);
+  const { model: modelConfig, vocab, space } = setupModel(cfg, dataDir, index.vocab_size);
+
+  const micro = cfg.batch.micro_batch;
+  const globalBatch = cfg.batch.global_batch ?? micro * worldSize;
+  if (globalBatch % (micro * worldSize) !== 0)
+    throw usageError(`batch.global_batch ${globalBatch} must be a multiple of micro_batch x ranks = ${micro} x ${worldSize}`);
+  const accumulation = globalBatch / (micro * worldSize);
+  const loaderOpts = {
+    dir: dataDir,
+    seed: cfg.train.seed,
+    worldSize,
+    microBatch: micro,
+    accumulation,
+    maxLength: cfg.data.max_length,
+    bufferBatches: cfg.data.buffer_batches,
+    shuffle: cfg.data.shuffle,
+    prefetch: cfg.data.prefetch,
+  };
+  const perEpoch = stepsPerEpoch(index, loaderOpts);
+  const totalSteps = cfg.train.max_steps ?? (cfg.train.epochs ?? 1) * perEpoch;
+  const fingerprint = runFingerprint(cfg, { model_config: modelConfig, global_batch: globalBatch, data_rows: index.rows });
+
+  fs.mkdirSync(out, { recursive: true });
+  const record: RunRecord = {
+    format: "gm.pretrain-run/1",
+    fingerprint,
+    config: cfg,
+    model: modelConfig,
+    world_size: worldSize,
+    accumulation,
+    total_steps: totalSteps,
+    data: { dir: dataDir, rows: index.rows, vocab_size: index.vocab_size },
+    created: new Date().toISOString(),
+  };
+  if (!o.resume) {
+    if (fs.existsSync(runFile)) {
+      const prev = readJsonFile<RunRecord>(runFile, "run record");
+      if (prev.fingerprint === fingerprint) throw usageError(`${out} already holds this run; continue it with gm pretrain --resume ${o.out}, or choose another --out`);
+      const diff = firstDifference(prev.config as unknown as Record<string, unknown>, cfg as unknown as Record<string, unknown>);
+      throw usageError(`${out} holds another run (${diff || "different data or model"}); choose another --out, or continue that run with --resume`);
+    }
+    const foreign = fs.readdirSync(out).filter((n) => !n.startsWith("."));
+    if (foreign.length) throw usageError(`${out} is not empty (${foreign.slice(0, 3).join(", ")}${foreign.length > 3 ? ", ..." : ""}); give an empty or new --out`);
+    writeJsonAtomic(runFile, record);
+  } else {
+    const prev = readJsonFile<RunRecord>(runFile, "run record");
+    if (prev.fingerprint !== fingerprint)
+      throw inputError(runFile, `the data or model no longer match this run (data rows ${prev.data.rows} -> ${index.rows}, vocab_size ${prev.data.vocab_size} -> ${index.vocab_size}); resume with the same tokenized data`);
+  }
+  const removed = removePartialCheckpoints(out) + removeStaleTemporaries(out);
+  if (removed) log.warn({ removed }, "removed partial checkpoint(s) left by an interrupted save");
+
+  // Model replicas, one per rank: created from the same seed, or loaded from the latest checkpoint.
+  const latest = o.resume ? latestCheckpoint(out) : undefined;
+  let state: TrainerState | undefined;
+  const replicas: GeneMamba[] = [];
+  for (let r = 0; r < worldSize; r++) {
+    if (latest) {
+      const m = GeneMamba.load(latest.dir);
+      if (!sameJson(m.config, modelConfig)) throw inputError(path.join(latest.dir, "config.json"), "the checkpoint's model config differs from the run's; the folder was modified");
+      loadOptimizerState(latest.dir, m);
+      replicas.push(m);
+    } else replicas.push(GeneMamba.create(modelConfig, cfg.train.seed));
+  }
+  if (latest) {
+    state = readTrainerState(latest.dir);
+    if (state.fingerprint !== fingerprint) throw inputError(path.join(latest.dir, "trainer_state.json"), "belongs to a different run configuration");
+    const ckVocab = loadVocabulary(path.join(latest.dir, "vocab.json"));
+    if (!sameJson(ckVocab.toJSON(), vocab.toJSON())) throw inputError(path.join(latest.dir, "vocab.json"), "differs from the data's vocabulary (+[MASK]); the shards do not belong to this run");
+    log.info({ checkpoint: latest.dir, step: state.step }, "resuming");
+  } else if (o.resume) log.warn({ out }, "no complete checkpoint yet: starting this run from step 0");
+
+  const startStep = state?.step ?? 0;
+  const jsonl = new JsonlWriter(path.join(out, METRICS_FILE));
+  jsonl.truncateAfter(startStep);
+
+  let pairIndex: PairIndex | undefined;
+  const inf = cfg.objective.infonce;
+  if (inf.pairs && inf.gamma > 0) {
+    const pairs = loadGenePairs(inf.pairs, makeTokenResolver(vocab, inf.gene_map ? loadGeneMap(inf.gene_map) : undefined), { seed: cfg.train.seed });
+    pairIndex = indexPairs(pairs, space.vocabSize);
+    log.info({ file: inf.pairs, ...pairs.stats }, "InfoNCE gene pairs");
+  }
+
+  const comms: Communicator[] = createLocalRing(worldSize);
+  const loader = new TokenLoader({ ...loaderOpts, start: state?.loader });
+  const threads = loadNative().maxThreads();
+  const peak = cpuPeakFlops(threads);
+  log.info(
+    {
+      model: `${modelConfig.n_layer}l-${modelConfig.d_model}d ${modelConfig.mixer}/${modelConfig.combine}`,
+      parameters: replicas[0].numParameters,
+      objective: cfg.objective.type + (pairIndex ? ` + ${inf.gamma} x InfoNCE` : ""),
+      ranks: worldSize,
+      micro_batch: micro,
+      accumulation,
+      global_batch: globalBatch,
+      steps: `${startStep} -> ${totalSteps}`,
+      steps_per_epoch: perEpoch,
+      threads,
+      peak: peak.how,
+    },
+    "pretraining",
+  );
+
+  const progress = createProgress({ label: "pretrain", total: totalSteps, unit: "steps", enabled: o.progress });
+  progress.increment(startStep);
+  const records: StepRecord[] = [];
+  const unigram = new Float64Array(space.vocabSize);
+  let lastCheckpoint: string | null = latest?.dir ?? null;
+  let lastSaved = startStep;
+  let epoch = state?.epoch ?? 0;
+  let position: LoaderPosition | undefined = state?.loader;
+  let tokensSeen = state?.tokens_seen ?? 0, cellsSeen = state?.cells_seen ?? 0;
+  let lastLoss = state?.loss ?? NaN, lastLr = state?.lr ?? 0;
+  let interrupted = false;
+  let engineSeconds = 0, sessionTokens = 0;
+  const t0 = performance.now();
+  const gamma = inf.gamma;
+
+  const save = (step: number) => {
+    // The replicas received bitwise identical gradients; a difference would be a communicator bug.
+    const p0 = replicas[0].params;
+    for (let r = 1; r < replicas.length; r++) {
+      const pr = replicas[r].params;
+      for (let i = 0; i < p0.length; i++)
+        if (p0[i] !== pr[i] && !(Number.isNaN(p0[i]) && Number.isNaN(pr[i]))) throw new Error(`internal error: rank ${r}'s weights differ from rank 0's at element ${i} (step ${step})`);
+    }
+    const st: TrainerState = {
+      format: "gm.pretrain-state/1",
+      step,
+      epoch,
+      loader: position ?? { epoch: 0, buffer: 0, step: 0 },
+      rng: { seed: cfg.train.seed, scheme: "counter-based: xoshiro128** keyed by splitmix64(seed, stream, epoch, buffer or sample); no sequential state" },
+      fingerprint,
+      world_size: worldSize,
+      tokens_seen: tokensSeen,
+      cells_seen: cellsSeen,
+      lr: lastLr,
+      loss: lastLoss,
+      saved_at: new Date().toISOString(),
+    };
+    const dir = saveCheckpoint({ out, model: replicas[0], vocabJson: vocab.toJSON(), state: st, afterModelWritten: o.onCheckpointWrite ? () => o.onCheckpointWrite!(step) : undefined });
+    const pruned = pruneCheckpoints(out, cfg.checkpoint.keep_last);
+    lastCheckpoint = dir;
+    lastSaved = step;
+    writePlot();
+    log.info({ checkpoint: path.relative(process.cwd(), dir) || dir, pruned: pruned.length || undefined }, "checkpoint saved");
+  };
+  const writePlot = () => {
+    const rows = jsonl.read() as unknown as StepRecord[];
+    const svg = lineChartSvg({
+      title: `gm pretrain: ${path.basename(out)}`,
+      xLabel: "step",
+      leftLabel: "loss",
+      rightLabel: "learning rate",
+      series: [
+        { name: "loss", points: rows.map((r) => [r.step, r.loss] as [number, number]) },
+        ...(rows.some((r) => r.infonce !== undefined) ? [{ name: "InfoNCE", points: rows.map((r) => [r.step, r.infonce ?? NaN] as [number, number]) }] : []),
+        { name: "lr", axis: "right" as const, points: rows.map((r) => [r.step, r.lr] as [number, number]) },
+      ],
+    });
+    writeFileAtomic(path.join(out, PLOT_FILE), svg);
+  };
+
+  try {
+    for (let step = startStep + 1; step <= totalSteps; step++) {
+      const tStep = performance.now();
+      const sb = await loader.next();
+      epoch = sb.epoch;
+      // Prepare every (micro-step, rank) batch; counts are known before any backward, so every
+      // rank can weight its loss by its share of the global number of loss positions.
+      const batches = sb.micro.map((perRank) => perRank.map((cells) => (cells.length ? prepare(cfg, cells, space, sb.epoch) : undefined)));
+      const tEngine = performance.now();
+      const counts = new Float64Array(2);
+      for (const row of batches)
+        for (const b of row)
+          if (b) {
+            counts[0] += b.lossPositions;
+            counts[1] += 1;
+          }
+      // In-process ranks all see the whole step; a multi-process backend would all-reduce the counts.
+      const totalPositions = counts[0], nonEmpty = counts[1];
+      const sums = await Promise.all(
+        replicas.map(async (model, r) => {
+          const comm = comms[r];
+          const s = new Float64Array(5); // lm sum, infonce sum, pairs, tokens, positions
+          model.zeroGrad();
+          for (const row of batches) {
+            const b = row[r];
+            if (!b) continue;
+            const lmScale = totalPositions > 0 ? (worldSize * b.lossPositions) / totalPositions : 0;
+            let res: { loss: number; count: number };
+            if (pairIndex) {
+              const { hidden } = model.forward(b);
+              const nce = infoNce(hidden, b.tokens, b.lengths, b.batch, b.length, modelConfig.d_model, pairIndex, {
+                tau: inf.tau,
+                padId: space.padId,
+                unkId: space.unkId,
+                wantGrad: true,
+                scale: (gamma * worldSize) / nonEmpty,
+              });
+              if (!Number.isFinite(nce.loss)) throw new DivergedError(`step ${step}: the InfoNCE loss is not finite`);
+              res = model.backward(b.targets, lmScale, { hiddenGrad: nce.grad });
+              s[1] += nce.loss;
+              s[2] += nce.pairs;
+            } else res = model.forwardBackward(b, lmScale);
+            s[0] += res.loss * res.count;
+            s[3] += b.tokenCount;
+            s[4] += b.lossPositions;
+            for (let i = 0; i < b.targets.length; i++) if (b.targets[i] >= 0) unigram[b.targets[i]]++;
+          }
+          await comm.allReduceMean(model.grads);
+          await comm.allReduceSum(s);
+          return s;
+        }),
+      );
+      const s = sums[0];
+      const lm = totalPositions > 0 ? s[0] / totalPositions : 0;
+      const nce = pairIndex ? s[1] / nonEmpty : undefined;
+      const loss = lm + (nce !== undefined ? gamma * nce : 0);
+      const lr = learningRate(step, { kind: cfg.schedule.type, peakLr: cfg.optimizer.lr, warmupSteps: cfg.schedule.warmup_steps, totalSteps, minLrRatio: cfg.schedule.min_lr_ratio });
+      const norm = replicas[0].gradNorm();
+      if (!Number.isFinite(loss) || !Number.isFinite(norm))
+        throw new DivergedError(`step ${step}: ${!Number.isFinite(loss) ? `the loss is ${loss}` : `the gradient norm is ${norm}`}`);
+      for (const model of replicas)
+        model.optimizerStep({ lr, beta1: cfg.optimizer.beta1, beta2: cfg.optimizer.beta2, eps: cfg.optimizer.eps, weightDecay: cfg.optimizer.weight_decay, maxGradNorm: cfg.optimizer.max_grad_norm, step });
+      const now = performance.now();
+      engineSeconds += (now - tEngine) / 1000;
+      position = sb.position;
+      tokensSeen += s[3];
+      sessionTokens += s[3];
+      cellsSeen += sb.cells;
+      lastLoss = loss;
+      lastLr = lr;
+      const stepSeconds = (now - tStep) / 1000;
+      const flops = trainingFlops(modelConfig, s[3], s[4]);
+      const elapsed = (now - t0) / 1000;
+      const rec: StepRecord = {
+        step,
+        epoch: sb.epoch,
+        loss,
+        ...(cfg.objective.type === "mlm" ? { mlm_loss: lm } : { ntp_loss: lm }),
+        ...(nce !== undefined ? { infonce: nce, infonce_pairs: s[2] } : {}),
+        lr,
+        grad_norm: norm,
+        cells: sb.cells,
+        tokens: s[3],
+        loss_positions: s[4],
+        step_seconds: stepSeconds,
+        tokens_per_second: s[3] / stepSeconds,
+        tflops: flops / stepSeconds / 1e12,
+        mfu: flops / stepSeconds / peak.flops,
+        eta_seconds: (elapsed / (step - startStep)) * (totalSteps - step),
+      };
+      records.push(rec);
+      jsonl.write(rec);
+      progress.increment();
+      if (step % cfg.log.every === 0 || step === startStep + 1 || step === totalSteps)
+        log.info(
+          {
+            step,
+            loss: +loss.toFixed(4),
+            ...(nce !== undefined ? { infonce: +nce.toFixed(4) } : {}),
+            lr: +lr.toExponential(3),
+            grad_norm: +norm.toFixed(3),
+            tok_s: Math.round(rec.tokens_per_second),
+            mfu: `${(rec.mfu * 100).toFixed(1)}%`,
+            eta: `${Math.round(rec.eta_seconds)}s`,
+          },
+          `step ${step}/${totalSteps}`,
+        );
+      if (step % cfg.checkpoint.every === 0 || step === totalSteps) save(step);
+      // Let signal handlers run between steps (the engine's calls are synchronous).
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      if (o.stopRequested?.(step)) {
+        interrupted = true;
+        if (lastSaved !== step) save(step);
+        log.warn({ step, checkpoint: lastCheckpoint }, `stopped at step ${step}; continue with gm pretrain --resume ${o.out}`);
+        break;
+      }
+    }
+  } catch (e) {
+    const msg = (e as Error).message ?? String(e);
+    if (e instanceof DivergedError || /not finite/.test(msg)) {
+      const keep = lastCheckpoint ? `the last good checkpoint ${lastCheckpoint} is kept` : "no checkpoint was written";
+      throw new DivergedError(`${e instanceof DivergedError ? msg : `training diverged: ${msg}`}; nothing new was saved (${keep}); lower optimizer.lr, raise schedule.warmup_steps or check the data`);
+    }
+    throw e;
+  } finally {
+    progress.stop();
+    await loader.close();
+    for (const c of comms) c.close();
+    if (records.length) writePlot();
+  }
+  let total = 0, h = 0;
+  for (const c of unigram) total += c;
+  for (const c of unigram) if (c > 0) h -= (c / total) * Math.log(c / total);
+  const last = records[records.length - 1];
+  const seconds = (performance.now() - t0) / 1000;
+  writeJsonAtomic(path.join(out, SUMMARY_FILE), {
+    steps: `${startStep} -> ${last?.step ?? startStep}`,
+    total_steps: totalSteps,
+    interrupted,
+    last_checkpoint: lastCheckpoint,
+    loss: last?.loss ?? null,
+    unigram_baseline: h,
+    tokens: sessionTokens,
+    seconds,
+    engine_seconds: engineSeconds,
+    tokens_per_second: sessionTokens / Math.max(seconds, 1e-9),
+    peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
+  });
+  return {
+    startStep,
+    step: last?.step ?? startStep,
+    totalSteps,
+    interrupted,
+    records,
+    lastCheckpoint,
+    seconds,
+    engineSeconds,
+    tokens: sessionTokens,
+    unigramBaseline: h,
+  };
+}
+
+export { checkpointDir };
