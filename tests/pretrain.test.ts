@@ -159,6 +159,14 @@ describe("gm pretrain (binary)", () => {
     expect(fs.readFileSync(path.join(crash, "checkpoint-6", "model.safetensors")).equals(fs.readFileSync(path.join(ref, "checkpoint-6", "model.safetensors")))).toBe(true);
   });
 
+  it("a non-finite gradient stops the run with a clear message and saves nothing new", () => {
+    const out = path.join(root, "cli-nan");
+    const r = gm(["pretrain", "--config", cfgFile(), "--data", tok, "--out", out, "--keep-last", "0"], { env: { GM_FAILPOINT: "nan-grad:5" } });
+    expect(r.code).toBe(1);
+    expect(errorLines(r.stderr)).toEqual([expect.stringMatching(/step 5: the gradient norm is NaN; nothing new was saved \(the last good checkpoint .*checkpoint-4 is kept\)/)]);
+    expect(listCheckpoints(out).map((c) => c.step)).toEqual([2, 4]);
+  });
+
   it("SIGTERM saves a checkpoint at the end of the current step and exits 130", async () => {
     const cfg = cfgFile();
     const out = path.join(root, "cli-signal");

@@ -41,6 +41,8 @@ export interface PretrainOptions {
   stopRequested?: (step: number) => boolean;
   /** Test hook: called inside the checkpoint writer after the model file (simulates a crash mid-save). */
   onCheckpointWrite?: (step: number) => void;
+  /** Test hook: sees rank 0's averaged gradients before the finiteness check (fault injection). */
+  onGradients?: (step: number, grads: Float32Array) => void;
   /** Progress bar on a TTY (default: core's rule). */
   progress?: boolean;
 }
@@ -403,6 +405,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
       const nce = pairIndex ? s[1] / nonEmpty : undefined;
       const loss = lm + (nce !== undefined ? gamma * nce : 0);
       const lr = learningRate(step, { kind: cfg.schedule.type, peakLr: cfg.optimizer.lr, warmupSteps: cfg.schedule.warmup_steps, totalSteps, minLrRatio: cfg.schedule.min_lr_ratio });
+      o.onGradients?.(step, replicas[0].grads);
       const norm = replicas[0].gradNorm();
       if (!Number.isFinite(loss) || !Number.isFinite(norm))
         throw new DivergedError(`step ${step}: ${!Number.isFinite(loss) ? `the loss is ${loss}` : `the gradient norm is ${norm}`}`);

@@ -60,8 +60,10 @@ export async function run(o: Record<string, unknown>, _args: string[], log: Logg
 
   let stop = false;
   onGracefulStop(() => (stop = true));
-  // Fault injection for the crash-during-checkpoint test: GM_FAILPOINT=checkpoint-write:<step>.
+  // Fault injection for tests: GM_FAILPOINT=checkpoint-write:<step> (killed while saving) or
+  // nan-grad:<step> (a NaN gradient, as a diverging run produces).
   const fail = /^checkpoint-write:(\d+)$/.exec(process.env.GM_FAILPOINT ?? "");
+  const nan = /^nan-grad:(\d+)$/.exec(process.env.GM_FAILPOINT ?? "");
   try {
     const summary = await pretrain({
       config,
@@ -71,6 +73,7 @@ export async function run(o: Record<string, unknown>, _args: string[], log: Logg
       log,
       resumeOverrides,
       stopRequested: () => stop,
+      onGradients: nan ? (step, grads) => void (step === Number(nan[1]) && (grads[0] = NaN)) : undefined,
       onCheckpointWrite: fail ? (step) => void (step === Number(fail[1]) && process.kill(process.pid, "SIGKILL")) : undefined,
     });
     const last = summary.records[summary.records.length - 1];
