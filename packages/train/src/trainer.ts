@@ -341,6 +341,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
       rightLabel: "learning rate",
       series: [
         { name: "loss", points: rows.map((r) => [r.step, r.loss] as [number, number]) },
+        ...(rows.some((r) => r.infonce !== undefined) ? [{ name: cfg.objective.type === "mlm" ? "MLM" : "NTP", points: rows.map((r) => [r.step, r.mlm_loss ?? r.ntp_loss ?? NaN] as [number, number]) }] : []),
         ...(rows.some((r) => r.infonce !== undefined) ? [{ name: "InfoNCE", points: rows.map((r) => [r.step, r.infonce ?? NaN] as [number, number]) }] : []),
         { name: "lr", axis: "right" as const, points: rows.map((r) => [r.step, r.lr] as [number, number]) },
       ],
