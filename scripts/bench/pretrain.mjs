@@ -12,8 +12,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { GeneMamba, resolveConfig } from "@gm/engine";
-import { prepareMlm, resolveRunConfig, TokenLoader, readDatasetIndex } from "@gm/train";
-import { loadVocabulary } from "@gm/data";
+import { prepareMlm, resolveRunConfig, TokenLoader, readDatasetIndex, trainingVocabulary } from "@gm/train";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const gm = path.join(root, "packages/cli/bin/gm.js");
@@ -70,9 +69,7 @@ function e2e(tok, label) {
 async function raw(tok) {
   const cfg = resolveRunConfig({ ...runConfig, data: { ...runConfig.data, dir: tok, prefetch: 0 } }, "bench");
   const index = readDatasetIndex(tok);
-  const vocab = loadVocabulary(path.join(tok, "vocab.json")).withSpecials(["[MASK]"]);
-  const json = vocab.toJSON();
-  const space = { vocabSize: vocab.size, padId: 1, unkId: 0, maskId: vocab.get("[MASK]"), firstGene: json.first_gene_id, endGene: json.first_gene_id + json.genes.length };
+  const { vocab, space } = trainingVocabulary(tok, "mlm", index.vocab_size);
   const loader = new TokenLoader({ dir: tok, seed: 1, worldSize: 1, microBatch: 16, accumulation: 1, maxLength: 256, bufferBatches: 4, shuffle: true, prefetch: 0 });
   const batches = [];
   for (let s = 0; s < steps; s++) {
@@ -80,7 +77,7 @@ async function raw(tok) {
     batches.push(prepareMlm(sb.micro[0][0], space, { maskProb: 0.15, maskTokenProb: 0.8, randomTokenProb: 0.1 }, 1, sb.epoch));
   }
   await loader.close();
-  const model = GeneMamba.create(resolveConfig({ ...cfg.model, vocab_size: vocab.size, pad_token_id: 1 }), 1);
+  const model = GeneMamba.create(resolveConfig({ ...cfg.model, vocab_size: vocab.size, pad_token_id: space.padId }), 1);
   let tokens = 0;
   const t0 = performance.now();
   batches.forEach((b, i) => {

@@ -34,6 +34,8 @@ export interface AdamWOptions {
   maxGradNorm?: number;
   /** 1-based optimizer step (bias correction). */
   step: number;
+  /** The gradients' global norm when the caller already computed it (skips a pass over the gradients). */
+  gradNorm?: number;
 }
 
 export type Pooling = "cls" | "mean";
@@ -211,7 +213,7 @@ export class GeneMamba {
 
   /** Clips (global norm) and applies one AdamW step to the accumulated gradients; returns the pre-clip norm. */
   optimizerStep(o: AdamWOptions): number {
-    const norm = this.engine.gradNorm();
+    const norm = o.gradNorm ?? this.engine.gradNorm();
     const max = o.maxGradNorm ?? 0;
     const scale = max > 0 ? Math.min(1, max / (norm + 1e-6)) : 1;
     this.engine.adamw({ lr: o.lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, weightDecay: o.weightDecay ?? 0, step: o.step, gradScale: scale });

@@ -49,10 +49,11 @@ export const RUN_DEFAULTS: RunConfig = {
   log: { every: 10 },
 };
 
-type Kind = "number" | "int" | "posint" | "bool" | "string" | "string?" | { oneOf: string[] } | "int?" | "posint?";
+/** "section": a nested object with its own schema (SECTIONS). */
+type Kind = "number" | "int" | "posint" | "bool" | "string" | "string?" | { oneOf: string[] } | "int?" | "posint?" | "section";
 
 const SCHEMA: Record<string, Record<string, Kind>> = {
-  objective: { type: { oneOf: ["mlm", "ntp"] }, mask_prob: "number", mask_token_prob: "number", random_token_prob: "number", infonce: "number" },
+  objective: { type: { oneOf: ["mlm", "ntp"] }, mask_prob: "number", mask_token_prob: "number", random_token_prob: "number", infonce: "section" },
   data: { dir: "string?", max_length: "posint", buffer_batches: "posint", shuffle: "bool", prefetch: "int" },
   batch: { micro_batch: "posint", global_batch: "posint?" },
   optimizer: { lr: "number", beta1: "number", beta2: "number", eps: "number", weight_decay: "number", max_grad_norm: "number" },
@@ -61,7 +62,9 @@ const SCHEMA: Record<string, Record<string, Kind>> = {
   checkpoint: { every: "posint", keep_last: "int" },
   log: { every: "posint" },
 };
-const INFONCE_SCHEMA: Record<string, Kind> = { pairs: "string?", gene_map: "string?", gamma: "number", tau: "number" };
+const SECTIONS: Record<string, Record<string, Kind>> = {
+  "objective.infonce": { pairs: "string?", gene_map: "string?", gamma: "number", tau: "number" },
+};
 
 function check(source: string, key: string, v: unknown, kind: Kind): unknown {
   const bad = (what: string) => usageError(`${source}: ${key} must be ${what}, got ${JSON.stringify(v)}`);
@@ -96,8 +99,8 @@ function mergeSection(source: string, name: string, target: Record<string, unkno
   if (!input || typeof input !== "object" || Array.isArray(input)) throw usageError(`${source}: '${name}' must be an object`);
   for (const [k, v] of Object.entries(input as Record<string, unknown>)) {
     if (!(k in schema)) throw usageError(`${source}: unknown key '${name}.${k}' (known: ${Object.keys(schema).join(", ")})`);
-    if (name === "objective" && k === "infonce") {
-      mergeSection(source, "objective.infonce", target.infonce as Record<string, unknown>, v, INFONCE_SCHEMA);
+    if (schema[k] === "section") {
+      mergeSection(source, `${name}.${k}`, target[k] as Record<string, unknown>, v, SECTIONS[`${name}.${k}`]);
       continue;
     }
     target[k] = check(source, `${name}.${k}`, v, schema[k]);

@@ -9,7 +9,7 @@ import * as path from "node:path";
 import { createProgress, ExitCode, GmError, inputError, readJsonFile, removeStaleTemporaries, usageError, writeFileAtomic, writeJsonAtomic, type Logger } from "@gm/core";
 import { loadGeneMap, loadVocabulary, type Vocabulary } from "@gm/data";
 import { GeneMamba, loadModelConfig, loadNative, resolveConfig, type ModelConfig, type ModelConfigInput } from "@gm/engine";
-import { checkpointDir, latestCheckpoint, loadOptimizerState, pruneCheckpoints, readTrainerState, removePartialCheckpoints, saveCheckpoint, type TrainerState } from "./checkpoint.js";
+import { latestCheckpoint, loadOptimizerState, pruneCheckpoints, readTrainerState, removePartialCheckpoints, saveCheckpoint, type TrainerState } from "./checkpoint.js";
 import { createLocalRing, type Communicator } from "./comm/index.js";
 import { runFingerprint, type RunConfig } from "./config.js";
 import { readDatasetIndex, stepsPerEpoch, TokenLoader, type Cell, type LoaderPosition } from "./loader/index.js";
@@ -107,21 +107,30 @@ interface Setup {
   space: TokenSpace;
 }
 
-/** Model config + token space from the run config and the tokenized data's vocabulary. */
-function setupModel(cfg: RunConfig, dataDir: string, dataVocabSize: number): Setup {
+/**
+ * The data's vocabulary (+[MASK] for MLM) and the token space the objectives work in. `dataVocabSize`
+ * (gm_index.json) cross-checks the folder when given.
+ */
+export function trainingVocabulary(dataDir: string, objective: RunConfig["objective"]["type"], dataVocabSize?: number): { vocab: Vocabulary; space: TokenSpace } {
   const vocabFile = path.join(dataDir, "vocab.json");
   let vocab = loadVocabulary(vocabFile);
-  if (vocab.size !== dataVocabSize)
+  if (dataVocabSize !== undefined && vocab.size !== dataVocabSize)
     throw inputError(vocabFile, `holds ${vocab.size} tokens but gm_index.json says vocab_size ${dataVocabSize}; the dataset folder is inconsistent, re-run gm tokenize`);
-  const specials = vocab.specials;
-  const padId = specials["[PAD]"] ?? 1, unkId = specials["[UNK]"] ?? 0;
+  const padId = vocab.specials["[PAD]"] ?? 1, unkId = vocab.specials["[UNK]"] ?? 0;
   const json = vocab.toJSON();
   const firstGene = json.first_gene_id, endGene = firstGene + json.genes.length;
   let maskId = -1;
-  if (cfg.objective.type === "mlm") {
+  if (objective === "mlm") {
     vocab = vocab.withSpecials(["[MASK]"]);
     maskId = vocab.get("[MASK]")!;
   }
+  return { vocab, space: { vocabSize: vocab.size, padId, unkId, maskId, firstGene, endGene } };
+}
+
+/** Model config + token space from the run config and the tokenized data's vocabulary. */
+function setupModel(cfg: RunConfig, dataDir: string, dataVocabSize: number): Setup {
+  const { vocab, space } = trainingVocabulary(dataDir, cfg.objective.type, dataVocabSize);
+  const { padId, maskId } = space;
   let input: ModelConfigInput;
   if (typeof cfg.model === "string") input = { ...loadModelConfig(cfg.model) } as ModelConfigInput;
   else input = { ...(cfg.model as ModelConfigInput) };
@@ -135,7 +144,7 @@ function setupModel(cfg: RunConfig, dataDir: string, dataVocabSize: number): Set
   input.vocab_size = vocab.size;
   input.pad_token_id = padId;
   const model = resolveConfig(input, typeof cfg.model === "string" ? cfg.model : "run config model");
-  return { model, vocab, space: { vocabSize: vocab.size, padId, unkId, maskId, firstGene, endGene } };
+  return { model, vocab, space };
 }
 
 function prepare(cfg: RunConfig, cells: Cell[], space: TokenSpace, epoch: number): PreparedBatch {
@@ -258,6 +267,8 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
   const startStep = state?.step ?? 0;
   const jsonl = new JsonlWriter(path.join(out, METRICS_FILE));
   jsonl.truncateAfter(startStep);
+  // What the plot draws: the earlier session's steps (read once) plus this session's.
+  const history = jsonl.read() as unknown as StepRecord[];
 
   let pairIndex: PairIndex | undefined;
   const inf = cfg.objective.infonce;
@@ -333,7 +344,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
     log.info({ checkpoint: path.relative(process.cwd(), dir) || dir, pruned: pruned.length || undefined }, "checkpoint saved");
   };
   const writePlot = () => {
-    const rows = jsonl.read() as unknown as StepRecord[];
+    const rows = history;
     const svg = lineChartSvg({
       title: `gm pretrain: ${path.basename(out)}`,
       xLabel: "step",
@@ -358,15 +369,14 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
       // rank can weight its loss by its share of the global number of loss positions.
       const batches = sb.micro.map((perRank) => perRank.map((cells) => (cells.length ? prepare(cfg, cells, space, sb.epoch) : undefined)));
       const tEngine = performance.now();
-      const counts = new Float64Array(2);
+      // In-process ranks all see the whole step; a multi-process backend would all-reduce these two.
+      let totalPositions = 0, nonEmpty = 0;
       for (const row of batches)
         for (const b of row)
           if (b) {
-            counts[0] += b.lossPositions;
-            counts[1] += 1;
+            totalPositions += b.lossPositions;
+            nonEmpty++;
           }
-      // In-process ranks all see the whole step; a multi-process backend would all-reduce the counts.
-      const totalPositions = counts[0], nonEmpty = counts[1];
       const sums = await Promise.all(
         replicas.map(async (model, r) => {
           const comm = comms[r];
@@ -407,11 +417,12 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
       const loss = lm + (nce !== undefined ? gamma * nce : 0);
       const lr = learningRate(step, { kind: cfg.schedule.type, peakLr: cfg.optimizer.lr, warmupSteps: cfg.schedule.warmup_steps, totalSteps, minLrRatio: cfg.schedule.min_lr_ratio });
       o.onGradients?.(step, replicas[0].grads);
+      // One norm for all replicas: their averaged gradients are bitwise identical.
       const norm = replicas[0].gradNorm();
       if (!Number.isFinite(loss) || !Number.isFinite(norm))
         throw new DivergedError(`step ${step}: ${!Number.isFinite(loss) ? `the loss is ${loss}` : `the gradient norm is ${norm}`}`);
       for (const model of replicas)
-        model.optimizerStep({ lr, beta1: cfg.optimizer.beta1, beta2: cfg.optimizer.beta2, eps: cfg.optimizer.eps, weightDecay: cfg.optimizer.weight_decay, maxGradNorm: cfg.optimizer.max_grad_norm, step });
+        model.optimizerStep({ lr, beta1: cfg.optimizer.beta1, beta2: cfg.optimizer.beta2, eps: cfg.optimizer.eps, weightDecay: cfg.optimizer.weight_decay, maxGradNorm: cfg.optimizer.max_grad_norm, step, gradNorm: norm });
       const now = performance.now();
       engineSeconds += (now - tEngine) / 1000;
       position = sb.position;
@@ -441,6 +452,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
         eta_seconds: (elapsed / (step - startStep)) * (totalSteps - step),
       };
       records.push(rec);
+      history.push(rec);
       jsonl.write(rec);
       progress.increment();
       if (step % cfg.log.every === 0 || step === startStep + 1 || step === totalSteps)
@@ -512,4 +524,3 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
   };
 }
 
-export { checkpointDir };

@@ -6,7 +6,8 @@
  * (seed, epoch, sample), so a cell is masked the same way whichever rank or micro-batch holds it.
  */
 import { Rng, Stream } from "../rng.js";
-import { IGNORE_INDEX, isGene, padCells, type PreparedBatch, type TokenSpace } from "./tokens.js";
+import { padBatch } from "@gm/engine";
+import { IGNORE_INDEX, isGene, type PreparedBatch, type TokenSpace } from "./tokens.js";
 
 export interface MlmOptions {
   maskProb: number;
@@ -48,7 +49,7 @@ export function maskCell(ids: Int32Array, tokens: Int32Array, targets: Int32Arra
 
 export function prepareMlm(cells: CellRef[], space: TokenSpace, o: MlmOptions, seed: number, epoch: number): PreparedBatch {
   if (space.maskId < 0) throw new Error("MLM needs a [MASK] token id");
-  const { tokens, lengths, length } = padCells(cells.map((c) => c.ids), space.padId);
+  const { tokens, lengths, length } = padBatch(cells.map((c) => c.ids), space.padId);
   const targets = new Int32Array(tokens.length).fill(IGNORE_INDEX);
   let lossPositions = 0, tokenCount = 0;
   cells.forEach((c, b) => {

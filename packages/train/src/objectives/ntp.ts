@@ -5,11 +5,12 @@
  * branch at position t has already read t+1, so the target is visible and the loss can be driven to
  * zero by copying; keep NTP for reproducing the paper and for the unidirectional variant.
  */
-import { IGNORE_INDEX, padCells, type PreparedBatch, type TokenSpace } from "./tokens.js";
+import { padBatch } from "@gm/engine";
+import { IGNORE_INDEX, type PreparedBatch, type TokenSpace } from "./tokens.js";
 import type { CellRef } from "./mlm.js";
 
 export function prepareNtp(cells: CellRef[], space: TokenSpace): PreparedBatch {
-  const { tokens, lengths, length } = padCells(cells.map((c) => c.ids), space.padId);
+  const { tokens, lengths, length } = padBatch(cells.map((c) => c.ids), space.padId);
   const targets = new Int32Array(tokens.length).fill(IGNORE_INDEX);
   let lossPositions = 0, tokenCount = 0;
   cells.forEach((c, b) => {

@@ -34,15 +34,3 @@ export interface PreparedBatch {
 }
 
 export { IGNORE_INDEX };
-
-/** Right-pads cells into [batch, length] (length = the longest cell) filled with padId. */
-export function padCells(cells: Int32Array[], padId: number): { tokens: Int32Array; lengths: Int32Array; length: number } {
-  const length = Math.max(1, ...cells.map((c) => c.length));
-  const tokens = new Int32Array(cells.length * length).fill(padId);
-  const lengths = new Int32Array(cells.length);
-  cells.forEach((c, b) => {
-    tokens.set(c, b * length);
-    lengths[b] = c.length;
-  });
-  return { tokens, lengths, length };
-}
