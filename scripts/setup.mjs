@@ -30,11 +30,15 @@ const have = fs.existsSync(stamp) ? fs.readFileSync(stamp, "utf8") : "";
 if (have !== want) {
   console.error(`gm setup: installing dependencies with ${PNPM} ...`);
   // onnxruntime-node (used by later commands) must not download CUDA binaries at install time.
-  run("npx", ["--yes", PNPM, "install", "--frozen-lockfile", "--config.confirmModulesPurge=false"], { ONNXRUNTIME_NODE_INSTALL: "skip", CI: process.env.CI ?? "true" });
+  // hnswlib-node compiles with node-gyp at install: point it at this Node's own headers so it never
+  // downloads them (CI reaches only the npm registry).
+  const nodeDir = path.resolve(path.dirname(process.execPath), "..");
+  const gypEnv = !process.env.npm_config_nodedir && fs.existsSync(path.join(nodeDir, "include", "node", "node_api.h")) ? { npm_config_nodedir: nodeDir } : {};
+  run("npx", ["--yes", PNPM, "install", "--frozen-lockfile", "--config.confirmModulesPurge=false"], { ONNXRUNTIME_NODE_INSTALL: "skip", CI: process.env.CI ?? "true", ...gypEnv });
   fs.writeFileSync(stamp, want);
 }
 if (!process.argv.includes("--install-only")) {
-  run(process.execPath, [path.join(root, "node_modules", "typescript", "bin", "tsc"), "-b", "packages/core", "packages/data", "packages/census", "packages/engine", "packages/train", "packages/cli"]);
+  run(process.execPath, [path.join(root, "node_modules", "typescript", "bin", "tsc"), "-b", "packages/core", "packages/data", "packages/census", "packages/engine", "packages/train", "packages/eval", "packages/cli"]);
   if (!process.argv.includes("--no-native")) buildNative();
 }
 
