@@ -7,6 +7,7 @@
 #endif
 #include <memory>
 
+#include "classifier.h"
 #include "model.h"
 
 extern "C" void openblas_set_num_threads(int);
@@ -83,6 +84,54 @@ i64 int_arg(const Napi::CallbackInfo& info, size_t i, const char* what) {
   return (i64)v;
 }
 
+Napi::Array tensor_table(Napi::Env env, const std::vector<gm::TensorInfo>& tensors) {
+  Napi::Array arr = Napi::Array::New(env, tensors.size());
+  for (size_t i = 0; i < tensors.size(); i++) {
+    const gm::TensorInfo& t = tensors[i];
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("name", t.name);
+    Napi::Array shape = Napi::Array::New(env, t.shape.size());
+    for (size_t j = 0; j < t.shape.size(); j++) shape.Set((uint32_t)j, Napi::Number::New(env, (double)t.shape[j]));
+    o.Set("shape", shape);
+    o.Set("offset", Napi::Number::New(env, (double)t.offset));
+    o.Set("numel", Napi::Number::New(env, (double)t.numel));
+    o.Set("decay", Napi::Boolean::New(env, t.decay));
+    arr.Set((uint32_t)i, o);
+  }
+  return arr;
+}
+
+// A zero-copy Float32Array over v that keeps its owner alive.
+template <typename Owner>
+Napi::Float32Array shared_view(Napi::Env env, std::vector<float>* v, const std::shared_ptr<Owner>& owner) {
+  auto* keep = new std::shared_ptr<Owner>(owner);
+  auto ab = Napi::ArrayBuffer::New(env, v->data(), v->size() * sizeof(float),
+                                   [](Napi::Env, void*, std::shared_ptr<Owner>* k) { delete k; }, keep);
+  return Napi::Float32Array::New(env, v->size(), ab, 0);
+}
+
+gm::AdamWOptions parse_adamw(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsObject()) throw std::invalid_argument("adamw(options): options must be an object");
+  Napi::Object o = info[0].As<Napi::Object>();
+  gm::AdamWOptions a;
+  a.lr = get_number(o, "lr", 0, true);
+  a.beta1 = get_number(o, "beta1", 0.9);
+  a.beta2 = get_number(o, "beta2", 0.999);
+  a.eps = get_number(o, "eps", 1e-8);
+  a.weight_decay = get_number(o, "weightDecay", 0);
+  a.step = (long)get_number(o, "step", 0, true);
+  a.grad_scale = get_number(o, "gradScale", 1.0);
+  if (a.step < 1) throw std::invalid_argument("adamw: step must be >= 1");
+  return a;
+}
+
+Napi::Float32Array float32_arg(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  if (info.Length() <= i || !info[i].IsTypedArray() ||
+      info[i].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+    throw std::invalid_argument(std::string(what) + " must be a Float32Array");
+  return info[i].As<Napi::Float32Array>();
+}
+
 class Engine : public Napi::ObjectWrap<Engine> {
  public:
   static Napi::Function Define(Napi::Env env) {
@@ -112,23 +161,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
   std::shared_ptr<gm::Model> model_;
   i64 B_ = 0, L_ = 0;
 
-  Napi::Value TensorTable(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    Napi::Array arr = Napi::Array::New(env, model_->tensors.size());
-    for (size_t i = 0; i < model_->tensors.size(); i++) {
-      const gm::TensorInfo& t = model_->tensors[i];
-      Napi::Object o = Napi::Object::New(env);
-      o.Set("name", t.name);
-      Napi::Array shape = Napi::Array::New(env, t.shape.size());
-      for (size_t j = 0; j < t.shape.size(); j++) shape.Set((uint32_t)j, Napi::Number::New(env, (double)t.shape[j]));
-      o.Set("shape", shape);
-      o.Set("offset", Napi::Number::New(env, (double)t.offset));
-      o.Set("numel", Napi::Number::New(env, (double)t.numel));
-      o.Set("decay", Napi::Boolean::New(env, t.decay));
-      arr.Set((uint32_t)i, o);
-    }
-    return arr;
-  }
+  Napi::Value TensorTable(const Napi::CallbackInfo& info) { return tensor_table(info.Env(), model_->tensors); }
 
   // buffer("params" | "grads" | "adam_m" | "adam_v") -> Float32Array over the flat buffer.
   Napi::Value Buffer(const Napi::CallbackInfo& info) {
@@ -142,10 +175,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
                             : name == "adam_v" ? &model_->adam_v
                                                : nullptr;
     if (!v) throw std::invalid_argument("buffer(name): unknown buffer \"" + name + "\"");
-    auto* keep = new std::shared_ptr<gm::Model>(model_);
-    auto ab = Napi::ArrayBuffer::New(env, v->data(), v->size() * sizeof(float),
-                                     [](Napi::Env, void*, std::shared_ptr<gm::Model>* k) { delete k; }, keep);
-    return Napi::Float32Array::New(env, v->size(), ab, 0);
+    return shared_view(env, v, model_);
     GM_CATCH(env)
   }
 
@@ -237,17 +267,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
   Napi::Value AdamW(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     GM_TRY
-    if (info.Length() < 1 || !info[0].IsObject()) throw std::invalid_argument("adamw(options): options must be an object");
-    Napi::Object o = info[0].As<Napi::Object>();
-    gm::AdamWOptions a;
-    a.lr = get_number(o, "lr", 0, true);
-    a.beta1 = get_number(o, "beta1", 0.9);
-    a.beta2 = get_number(o, "beta2", 0.999);
-    a.eps = get_number(o, "eps", 1e-8);
-    a.weight_decay = get_number(o, "weightDecay", 0);
-    a.step = (long)get_number(o, "step", 0, true);
-    a.grad_scale = get_number(o, "gradScale", 1.0);
-    if (a.step < 1) throw std::invalid_argument("adamw: step must be >= 1");
+    gm::AdamWOptions a = parse_adamw(info);
     model_->adamw(a);
     return env.Undefined();
     GM_CATCH(env)
@@ -255,6 +275,150 @@ class Engine : public Napi::ObjectWrap<Engine> {
 
   Napi::Value ActivationBytes(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), (double)model_->activation_bytes());
+  }
+};
+
+// The fine-tuning head (classifier.h): same conventions as Engine.
+class Head : public Napi::ObjectWrap<Head> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Head",
+                       {InstanceMethod("tensorTable", &Head::TensorTable),
+                        InstanceMethod("bufferTable", &Head::BufferTable),
+                        InstanceMethod("buffer", &Head::Buffer),
+                        InstanceMethod("init", &Head::Init),
+                        InstanceMethod("forward", &Head::Forward),
+                        InstanceMethod("loss", &Head::Loss),
+                        InstanceMethod("backward", &Head::Backward),
+                        InstanceMethod("dx", &Head::Dx),
+                        InstanceMethod("probs", &Head::Probs),
+                        InstanceMethod("zeroGrad", &Head::ZeroGrad),
+                        InstanceMethod("gradNorm", &Head::GradNorm),
+                        InstanceMethod("adamw", &Head::AdamW)});
+  }
+
+  explicit Head(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Head>(info) {
+    Napi::Env env = info.Env();
+    GM_TRY
+    if (info.Length() < 1 || !info[0].IsObject()) throw std::invalid_argument("Head(config): config must be an object");
+    Napi::Object o = info[0].As<Napi::Object>();
+    gm::ClassifierConfig c;
+    c.d_in = (i64)get_number(o, "d_in", 0, true);
+    c.n_classes = (i64)get_number(o, "n_classes", 0, true);
+    c.hidden = (i64)get_number(o, "hidden", 512);
+    c.n_layers = (i64)get_number(o, "n_layers", 4);
+    c.dropout = get_number(o, "dropout", 0.5);
+    c.negative_slope = get_number(o, "negative_slope", 0.1);
+    c.bn_eps = get_number(o, "bn_eps", 1e-5);
+    c.bn_momentum = get_number(o, "bn_momentum", 0.1);
+    head_ = std::make_shared<gm::Classifier>(c);
+    GM_CATCH(env)
+  }
+
+ private:
+  std::shared_ptr<gm::Classifier> head_;
+
+  Napi::Value TensorTable(const Napi::CallbackInfo& info) { return tensor_table(info.Env(), head_->tensors); }
+  Napi::Value BufferTable(const Napi::CallbackInfo& info) { return tensor_table(info.Env(), head_->buffer_tensors); }
+
+  // buffer("params" | "grads" | "adam_m" | "adam_v" | "running")
+  Napi::Value Buffer(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    GM_TRY
+    if (info.Length() < 1 || !info[0].IsString()) throw std::invalid_argument("buffer(name): name must be a string");
+    const std::string name = info[0].As<Napi::String>().Utf8Value();
+    std::vector<float>* v = name == "params" ? &head_->params
+                            : name == "grads" ? &head_->grads
+                            : name == "adam_m" ? &head_->adam_m
+                            : name == "adam_v" ? &head_->adam_v
+                            : name == "running" ? &head_->buffers
+                                               : nullptr;
+    if (!v) throw std::invalid_argument("buffer(name): unknown buffer \"" + name + "\"");
+    return shared_view(env, v, head_);
+    GM_CATCH(env)
+  }
+
+  Napi::Value Init(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    GM_TRY
+    head_->init((std::uint64_t)int_arg(info, 0, "seed"));
+    return env.Undefined();
+    GM_CATCH(env)
+  }
+
+  // forward(x: Float32Array [B, d_in], batch, train, seed) -> logits Float32Array [B, C] (a copy)
+  Napi::Value Forward(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    GM_TRY
+    auto x = float32_arg(info, 0, "x");
+    const i64 B = int_arg(info, 1, "batch");
+    const bool train = info.Length() > 2 && info[2].ToBoolean().Value();
+    const i64 seed = info.Length() > 3 ? int_arg(info, 3, "seed") : 0;
+    if (B < 1 || (i64)x.ElementLength() != B * head_->cfg.d_in)
+      throw std::invalid_argument("x has " + std::to_string(x.ElementLength()) + " elements, expected batch x d_in = " + std::to_string(B * head_->cfg.d_in));
+    const float* logits = head_->forward(x.Data(), B, train, (std::uint64_t)seed);
+    auto out = Napi::Float32Array::New(env, (size_t)(B * head_->cfg.n_classes));
+    std::copy(logits, logits + B * head_->cfg.n_classes, out.Data());
+    return out;
+    GM_CATCH(env)
+  }
+
+  // loss(targets: Int32Array [B], classWeight: Float32Array [C] | null, scale, backward) -> number
+  Napi::Value Loss(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    GM_TRY
+    auto targets = int32_arg(info, 0, "targets");
+    if ((i64)targets.ElementLength() != head_->batch())
+      throw std::invalid_argument("targets has " + std::to_string(targets.ElementLength()) + " elements, expected the batch size " + std::to_string(head_->batch()));
+    const float* cw = nullptr;
+    if (info.Length() > 1 && !info[1].IsUndefined() && !info[1].IsNull()) {
+      auto w = float32_arg(info, 1, "classWeight");
+      if ((i64)w.ElementLength() != head_->cfg.n_classes) throw std::invalid_argument("classWeight must have one entry per class");
+      cw = w.Data();
+    }
+    const double scale = info.Length() > 2 && info[2].IsNumber() ? info[2].As<Napi::Number>().DoubleValue() : 1.0;
+    const bool backward = info.Length() > 3 && info[3].ToBoolean().Value();
+    return Napi::Number::New(env, head_->loss(targets.Data(), cw, scale, backward));
+    GM_CATCH(env)
+  }
+
+  Napi::Value Backward(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    GM_TRY
+    auto d = float32_arg(info, 0, "dlogits");
+    if ((i64)d.ElementLength() != head_->batch() * head_->cfg.n_classes) throw std::invalid_argument("dlogits must be batch x n_classes");
+    head_->backward(d.Data());
+    return env.Undefined();
+    GM_CATCH(env)
+  }
+
+  Napi::Value Dx(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const size_t n = (size_t)(head_->batch() * head_->cfg.d_in);
+    auto out = Napi::Float32Array::New(env, n);
+    std::copy(head_->dx(), head_->dx() + n, out.Data());
+    return out;
+  }
+
+  Napi::Value Probs(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const size_t n = (size_t)(head_->batch() * head_->cfg.n_classes);
+    auto out = Napi::Float32Array::New(env, n);
+    std::copy(head_->probs(), head_->probs() + n, out.Data());
+    return out;
+  }
+
+  Napi::Value ZeroGrad(const Napi::CallbackInfo& info) {
+    head_->zero_grad();
+    return info.Env().Undefined();
+  }
+  Napi::Value GradNorm(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), head_->grad_norm()); }
+  Napi::Value AdamW(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    GM_TRY
+    head_->adamw(parse_adamw(info));
+    return env.Undefined();
+    GM_CATCH(env)
   }
 };
 
@@ -272,6 +436,7 @@ Napi::Value SetThreads(const Napi::CallbackInfo& info) {
 
 Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("Engine", Engine::Define(env));
+  exports.Set("Head", Head::Define(env));
   exports.Set("maxThreads", Napi::Function::New(env, MaxThreads));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("backend", Napi::String::New(env, "cpu"));

@@ -10,6 +10,10 @@
 #include <vector>
 
 #include "ops/adamw.h"
+#include "ops/batchnorm.h"
+#include "ops/class_cross_entropy.h"
+#include "ops/dropout.h"
+#include "ops/leaky_relu.h"
 #include "ops/combine.h"
 #include "ops/conv1d.h"
 #include "ops/cross_entropy.h"
@@ -228,6 +232,40 @@ int main() {
     }
     for (i64 i = 0; i < n; i++) err = std::max(err, std::fabs(p[i] - p2[i]) / (std::fabs(p2[i]) + 1e-12));
     report("adamw", "params", err, 1e-9);
+  }
+  {  // BatchNorm1d, training mode (batch statistics)
+    const i64 B = 6, C = 5;
+    Vec x = randn(B * C, 1.5, 0.3), g = randn(C, 0.3, 1.0), bb = randn(C), w = randn(B * C);
+    Var vx{"x", &x}, vg{"weight", &g}, vb{"bias", &bb};
+    auto fwd = [&](Vec& o, Vec& xh, Vec& r) {
+      o.assign(B * C, 0); xh.assign(B * C, 0); r.assign(C, 0);
+      batchnorm_forward_train<double>(o.data(), xh.data(), r.data(), x.data(), g.data(), bb.data(), nullptr, nullptr, B, C, 1e-5, 0.1);
+    };
+    check("batchnorm", {&vx, &vg, &vb}, [&] { Vec o, xh, r; fwd(o, xh, r); return dot(o, w); },
+          [&] { Vec o, xh, r; fwd(o, xh, r); batchnorm_backward(vx.grad.data(), vg.grad.data(), vb.grad.data(), w.data(), xh.data(), r.data(), g.data(), B, C); });
+  }
+  {  // LeakyReLU (inputs kept away from the kink) and inverted dropout with a fixed seed
+    const i64 n = 40;
+    Vec x = randn(n), w = randn(n);
+    for (double& v : x) v += v > 0 ? 0.1 : -0.1;
+    Var vx{"x", &x};
+    check("leaky_relu", {&vx}, [&] { Vec o(n); leaky_relu_forward(o.data(), x.data(), n, 0.1); return dot(o, w); },
+          [&] { leaky_relu_backward(vx.grad.data(), w.data(), x.data(), n, 0.1); });
+    Vec keep(n);
+    check("dropout", {&vx}, [&] { Vec o(n); dropout_forward(o.data(), keep.data(), x.data(), n, 0.5, 77); return dot(o, w); },
+          [&] { Vec o(n); dropout_forward(o.data(), keep.data(), x.data(), n, 0.5, 77); dropout_backward(vx.grad.data(), w.data(), keep.data(), n); });
+    i64 kept = 0;
+    for (double k : keep) kept += k != 0;
+    report("dropout_rate", "keep", std::fabs((double)kept / n - 0.5) > 0.25 ? 1.0 : 0.0, 0.0);
+  }
+  {  // class cross-entropy with per-class weights
+    const i64 B = 5, C = 4;
+    Vec z = randn(B * C), cw = {0.5, 2.0, 1.0, 1.5};
+    std::vector<std::int32_t> t = {0, 3, 1, 1, 2};
+    Var vz{"logits", &z};
+    check("class_cross_entropy", {&vz},
+          [&] { Vec p(B * C); return class_cross_entropy<double>(nullptr, p.data(), z.data(), t.data(), cw.data(), B, C, 1.0); },
+          [&] { Vec p(B * C); class_cross_entropy<double>(vz.grad.data(), p.data(), z.data(), t.data(), cw.data(), B, C, 1.0); });
   }
   {  // global norm and the clipping factor
     Vec g = randn(200001);

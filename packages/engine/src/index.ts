@@ -2,3 +2,4 @@ export * from "./config.js";
 export * from "./model.js";
 export * from "./safetensors.js";
 export { loadNative, ADDON_PATH } from "./native.js";
+export * from "./head.js";

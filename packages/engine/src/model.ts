@@ -122,6 +122,32 @@ export class GeneMamba {
     }
   }
 
+  /**
+   * A copy of this model with `count` tokens appended to the vocabulary (fine-tuning's [CLS]): each
+   * new embedding and LM-head row is the mean of the existing rows, and the LM-head bias is kept with
+   * the mean appended (the reference re-initialises the whole bias, a bug we do not copy).
+   */
+  withAddedTokens(count: number): GeneMamba {
+    if (!Number.isInteger(count) || count < 1) throw new Error("withAddedTokens: count must be a positive integer");
+    const V = this.config.vocab_size;
+    const d = this.config.d_model;
+    const out = new GeneMamba({ ...this.config, vocab_size: V + count });
+    for (const t of this.tensors) {
+      const src = this.tensor(t.name);
+      const dst = out.tensor(t.name);
+      if (dst.length === src.length) {
+        dst.set(src);
+        continue;
+      }
+      const width = t.name === "lm_head.bias" ? 1 : d;
+      dst.set(src);
+      const mean = new Float64Array(width);
+      for (let r = 0; r < V; r++) for (let c = 0; c < width; c++) mean[c] += src[r * width + c];
+      for (let k = 0; k < count; k++) for (let c = 0; c < width; c++) dst[(V + k) * width + c] = mean[c] / V;
+    }
+    return out;
+  }
+
   /** Saves model.safetensors (reference tensor names, float32) and config.json into a folder. */
   save(dir: string, metadata: Record<string, string> = {}): void {
     const params = this.engine.buffer("params");

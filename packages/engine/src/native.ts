@@ -30,8 +30,24 @@ export interface NativeEngine {
   activationBytes(): number;
 }
 
+export interface NativeHead {
+  tensorTable(): NativeTensorInfo[];
+  bufferTable(): NativeTensorInfo[];
+  buffer(name: "params" | "grads" | "adam_m" | "adam_v" | "running"): Float32Array;
+  init(seed: number): void;
+  forward(x: Float32Array, batch: number, train: boolean, seed: number): Float32Array;
+  loss(targets: Int32Array, classWeight: Float32Array | null, scale: number, backward: boolean): number;
+  backward(dlogits: Float32Array): void;
+  dx(): Float32Array;
+  probs(): Float32Array;
+  zeroGrad(): void;
+  gradNorm(): number;
+  adamw(o: { lr: number; beta1?: number; beta2?: number; eps?: number; weightDecay?: number; step: number; gradScale?: number }): void;
+}
+
 export interface NativeModule {
   Engine: new (config: object) => NativeEngine;
+  Head: new (config: object) => NativeHead;
   maxThreads(): number;
   setThreads(n: number): void;
   backend: string;

@@ -5,7 +5,7 @@ import { spawnSync } from "node:child_process";
 import * as path from "node:path";
 import { repoRoot } from "../../../tests/helpers/paths.js";
 
-const OPS = ["linear", "embedding", "rmsnorm", "gated_rmsnorm", "conv1d", "silu", "softplus", "scan_mamba2", "scan_mamba2_recurrent", "scan_mamba1", "scan_chunked_vs_recurrent", "combine_gate", "combine_mean", "cross_entropy", "adamw", "global_norm", "clip_scale", "vexp_float"];
+const OPS = ["linear", "embedding", "rmsnorm", "gated_rmsnorm", "conv1d", "silu", "softplus", "scan_mamba2", "scan_mamba2_recurrent", "scan_mamba1", "scan_chunked_vs_recurrent", "combine_gate", "combine_mean", "cross_entropy", "batchnorm", "leaky_relu", "dropout", "dropout_rate", "class_cross_entropy", "adamw", "global_norm", "clip_scale", "vexp_float"];
 
 describe("op gradients vs float64 finite differences", () => {
   const r = spawnSync(path.join(repoRoot, "native/build/gm_opcheck"), { encoding: "utf8", env: { ...process.env, OMP_NUM_THREADS: "1" } });
