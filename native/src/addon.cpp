@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "classifier.h"
+#include "distance_sums.h"
 #include "model.h"
 
 extern "C" void openblas_set_num_threads(int);
@@ -422,6 +423,25 @@ class Head : public Napi::ObjectWrap<Head> {
   }
 };
 
+// distanceSums(x: Float32Array [n, d], n, d, labels: Int32Array [n], k) -> Float64Array [n, k]
+Napi::Value DistanceSums(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  GM_TRY
+  auto x = float32_arg(info, 0, "x");
+  const i64 n = int_arg(info, 1, "n"), d = int_arg(info, 2, "d");
+  auto labels = int32_arg(info, 3, "labels");
+  const i64 k = int_arg(info, 4, "k");
+  if (n < 0 || d < 1 || k < 1) throw std::invalid_argument("distanceSums: n >= 0, d >= 1 and k >= 1 are required");
+  if ((i64)x.ElementLength() != n * d) throw std::invalid_argument("distanceSums: x must hold n x d values");
+  if ((i64)labels.ElementLength() != n) throw std::invalid_argument("distanceSums: labels must hold n values");
+  for (i64 i = 0; i < n; i++)
+    if (labels[i] < 0 || labels[i] >= k) throw std::invalid_argument("distanceSums: label " + std::to_string(labels[i]) + " outside [0, k)");
+  auto out = Napi::Float64Array::New(env, (size_t)(n * k));
+  gm::distance_sums(out.Data(), x.Data(), n, d, labels.Data(), k);
+  return out;
+  GM_CATCH(env)
+}
+
 Napi::Value MaxThreads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), gm::max_threads()); }
 
 Napi::Value SetThreads(const Napi::CallbackInfo& info) {
@@ -438,6 +458,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("Engine", Engine::Define(env));
   exports.Set("Head", Head::Define(env));
   exports.Set("maxThreads", Napi::Function::New(env, MaxThreads));
+  exports.Set("distanceSums", Napi::Function::New(env, DistanceSums));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("backend", Napi::String::New(env, "cpu"));
   return exports;

@@ -49,6 +49,7 @@ export interface NativeModule {
   Engine: new (config: object) => NativeEngine;
   Head: new (config: object) => NativeHead;
   maxThreads(): number;
+  distanceSums(x: Float32Array, n: number, d: number, labels: Int32Array, k: number): Float64Array;
   setThreads(n: number): void;
   backend: string;
 }

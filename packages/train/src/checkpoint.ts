@@ -75,11 +75,24 @@ function fsyncDir(dir: string): void {
   }
 }
 
+/** The medians file inside a checkpoint folder. */
+export const MEDIANS_FILE = "gene_medians.json";
+
+/** The medians a tokenized dataset was made with (recorded in its tokenize.json), if still on disk. */
+export function datasetMediansFile(dataDir: string): string | undefined {
+  const f = path.join(dataDir, "tokenize.json");
+  if (!fs.existsSync(f)) return undefined;
+  const m = (JSON.parse(fs.readFileSync(f, "utf8")) as { medians?: string }).medians;
+  return m && fs.existsSync(m) ? m : undefined;
+}
+
 export interface SaveOptions {
   out: string;
   model: GeneMamba;
   vocabJson: unknown;
   state: TrainerState;
+  /** The gene medians the data was tokenized with (copied as gene_medians.json, so downstream commands can tokenize h5ad input). */
+  mediansFile?: string;
   /** Test hook: called after the model file is written, before the rename (simulates a crash). */
   afterModelWritten?: () => void;
 }
@@ -99,6 +112,7 @@ export function saveCheckpoint(o: SaveOptions): string {
     writeSafetensors(path.join(tmp, "optimizer.safetensors"), tensors, { format: "gm.adamw/1", step: String(o.state.step) });
     writeJsonAtomic(path.join(tmp, "vocab.json"), o.vocabJson);
     writeJsonAtomic(path.join(tmp, "trainer_state.json"), o.state);
+    if (o.mediansFile) fs.copyFileSync(o.mediansFile, path.join(tmp, MEDIANS_FILE));
     fsyncDir(tmp);
     if (fs.existsSync(final)) fs.rmSync(final, { recursive: true, force: true });
     fs.renameSync(tmp, final);

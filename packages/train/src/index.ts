@@ -12,3 +12,8 @@ export * from "./objectives/ntp.js";
 export * from "./checkpoint.js";
 export * from "./metrics.js";
 export * from "./trainer.js";
+export * from "./bundle.js";
+export * from "./cells.js";
+export * from "./split.js";
+export * from "./finetune.js";
+export * from "./embed.js";

@@ -17,7 +17,7 @@ function mix64(z: bigint): bigint {
 }
 
 /** Purposes of the random streams; part of the key so the streams are independent. */
-export const Stream = { batches: 1, cells: 2, steps: 3, mask: 16 } as const;
+export const Stream = { batches: 1, cells: 2, steps: 3, mask: 16, split: 32, finetuneOrder: 33, dropout: 34, subsample: 35 } as const;
 
 export class Rng {
   private s0: number;

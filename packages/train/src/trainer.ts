@@ -9,7 +9,7 @@ import * as path from "node:path";
 import { createProgress, ExitCode, GmError, inputError, readJsonFile, removeStaleTemporaries, usageError, writeFileAtomic, writeJsonAtomic, type Logger } from "@gm/core";
 import { loadGeneMap, loadVocabulary, type Vocabulary } from "@gm/data";
 import { GeneMamba, loadModelConfig, loadNative, resolveConfig, type ModelConfig, type ModelConfigInput } from "@gm/engine";
-import { latestCheckpoint, loadOptimizerState, pruneCheckpoints, readTrainerState, removePartialCheckpoints, saveCheckpoint, type TrainerState } from "./checkpoint.js";
+import { datasetMediansFile, latestCheckpoint, loadOptimizerState, pruneCheckpoints, readTrainerState, removePartialCheckpoints, saveCheckpoint, type TrainerState } from "./checkpoint.js";
 import { createLocalRing, type Communicator } from "./comm/index.js";
 import { runFingerprint, type RunConfig } from "./config.js";
 import { readDatasetIndex, stepsPerEpoch, TokenLoader, type Cell, type LoaderPosition } from "./loader/index.js";
@@ -191,6 +191,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
   }
   const dataDir = cfg.data.dir;
   if (!dataDir) throw usageError("no training data: give --data DIR (a gm tokenize output) or data.dir in the run config");
+  const mediansFile = datasetMediansFile(dataDir);
   const index = readDatasetIndex(dataDir);
   const { model: modelConfig, vocab, space } = setupModel(cfg, dataDir, index.vocab_size);
 
@@ -336,7 +337,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
       loss: lastLoss,
       saved_at: new Date().toISOString(),
     };
-    const dir = saveCheckpoint({ out, model: replicas[0], vocabJson: vocab.toJSON(), state: st, afterModelWritten: o.onCheckpointWrite ? () => o.onCheckpointWrite!(step) : undefined });
+    const dir = saveCheckpoint({ out, model: replicas[0], vocabJson: vocab.toJSON(), state: st, mediansFile, afterModelWritten: o.onCheckpointWrite ? () => o.onCheckpointWrite!(step) : undefined });
     const pruned = pruneCheckpoints(out, cfg.checkpoint.keep_last);
     lastCheckpoint = dir;
     lastSaved = step;

@@ -1,0 +1,209 @@
+/**
+ * `gm embed`: cell embeddings (the final post-norm state at [CLS], or the mean over the cell's
+ * genes) for every cell of the inputs, in input order, and optionally gene embeddings (rows of the
+ * input embedding table, or the context-aware mean of each gene's final state over the cells).
+ * Input is streamed batch by batch; memory holds the output matrix (cells x d) and one batch.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { createProgress, getLogger, usageError, writeFileAtomic, type Logger } from "@gm/core";
+import { addObsmToH5ad, writeEmbeddingH5ad } from "@gm/data";
+import { padBatch } from "@gm/engine";
+import { makeData, Field, FixedSizeList, Float32, RecordBatch, Schema, Struct, Utf8, tableToIPC, Table, vectorFromArray } from "apache-arrow";
+import { bundleMedians, loadModelBundle, type ModelBundle } from "./bundle.js";
+import { isTokenizedDir, openCellSource } from "./cells.js";
+
+export type EmbedPooling = "cls" | "mean";
+
+export interface EmbedOptions {
+  model: string;
+  inputs: string[];
+  out?: string;
+  key: string;
+  pooling?: EmbedPooling;
+  batchSize: number;
+  maxLength: number;
+  genesOut?: string;
+  geneContext: boolean;
+  batchColumn: string;
+  medians?: string;
+  countsLayer?: string;
+  geneIdColumn?: string;
+  geneMap?: string;
+}
+
+export interface EmbedResult {
+  cells: number;
+  dim: number;
+  pooling: EmbedPooling;
+  withoutGenes: number;
+  out?: string;
+  genesOut?: string;
+  seconds: number;
+  cellsPerSecond: number;
+  /** The embeddings and their cell names (for callers that go on in-process, e.g. tests). */
+  embedding: Float32Array;
+  names: string[];
+  sources: number[];
+}
+
+/** Writes a float32 (n, d) .npy file (format 1.0, C order). */
+export function writeNpy(file: string, data: Float32Array, shape: number[]): void {
+  let header = `{'descr': '<f4', 'fortran_order': False, 'shape': (${shape.join(", ")}${shape.length === 1 ? "," : ""}), }`;
+  const total = 10 + header.length + 1;
+  header += " ".repeat((64 - (total % 64)) % 64) + "\n";
+  const pre = Buffer.alloc(10);
+  pre.write("\x93NUMPY", 0, "latin1");
+  pre[6] = 1;
+  pre[7] = 0;
+  pre.writeUInt16LE(header.length, 8);
+  writeFileAtomic(file, Buffer.concat([pre, Buffer.from(header, "latin1"), Buffer.from(data.buffer, data.byteOffset, data.byteLength)]));
+}
+
+function writeArrow(file: string, names: string[], sourceNames: string[], data: Float32Array, d: number, key: string, batchColumn: string): void {
+  const n = names.length;
+  const listType = new FixedSizeList(d, new Field("item", new Float32(), false));
+  const values = makeData({ type: new Float32(), length: n * d, data });
+  const emb = makeData({ type: listType, length: n, nullCount: 0, child: values });
+  const nameVec = vectorFromArray(names, new Utf8());
+  const srcVec = vectorFromArray(sourceNames, new Utf8());
+  const schema = new Schema([new Field("cell", new Utf8(), false), new Field(batchColumn, new Utf8(), false), new Field(key, listType, false)]);
+  const struct = makeData({ type: new Struct(schema.fields), length: n, nullCount: 0, children: [nameVec.data[0], srcVec.data[0], emb] });
+  const table = new Table(schema, [new RecordBatch(schema, struct)]);
+  writeFileAtomic(file, tableToIPC(table, "file"));
+}
+
+function resolvePooling(b: ModelBundle, asked?: EmbedPooling): EmbedPooling {
+  const pooling = asked ?? (b.clsId !== undefined && b.head ? "cls" : "mean");
+  if (pooling !== "cls" && pooling !== "mean") throw usageError(`--pooling must be cls or mean (got ${String(pooling)})`);
+  if (pooling === "cls" && b.clsId === undefined) throw usageError(`${b.dir}: the model has no [CLS] token (a pretrained model); fine-tune it first (gm finetune) or use --pooling mean`);
+  return pooling;
+}
+
+export async function embed(o: EmbedOptions, log: Logger = getLogger()): Promise<EmbedResult> {
+  const t0 = Date.now();
+  if (o.inputs.length === 0) throw usageError("gm embed needs --data (an .h5ad / 10x file or a gm tokenize folder)");
+  if (!o.out && !o.genesOut) throw usageError("gm embed needs --out FILE (.h5ad, .arrow or .npy) and/or --genes-out FILE");
+  const outExt = o.out ? path.extname(o.out).toLowerCase() : "";
+  if (o.out && ![".h5ad", ".arrow", ".npy"].includes(outExt)) throw usageError(`--out ${o.out}: use a .h5ad, .arrow or .npy file name`);
+  if (o.genesOut && ![".tsv", ".npy"].includes(path.extname(o.genesOut).toLowerCase())) throw usageError(`--genes-out ${o.genesOut}: use a .tsv or .npy file name`);
+  if (!Number.isInteger(o.batchSize) || o.batchSize < 1) throw usageError("--batch-size must be a positive integer");
+  const bundle = loadModelBundle(o.model, { medians: o.medians });
+  const pooling = resolvePooling(bundle, o.pooling);
+  const model = bundle.model;
+  const d = model.config.d_model;
+  const V = model.config.vocab_size;
+  const cls = pooling === "cls";
+  const maxGenes = o.maxLength - (cls ? 1 : 0);
+  if (maxGenes < 1) throw usageError("--max-length leaves no room for genes");
+
+  let cap = 1024;
+  let embedding = new Float32Array(cap * d);
+  const names: string[] = [];
+  const sources: number[] = [];
+  let withoutGenes = 0;
+  const geneSum = o.genesOut && o.geneContext ? new Float64Array(V * d) : undefined;
+  const geneCount = geneSum ? new Float64Array(V) : undefined;
+  const sourceNames = o.inputs.map((p) => path.basename(p).replace(/\.(h5ad|h5)$/i, ""));
+  let total = 0;
+  const sources0 = [];
+  for (const input of o.inputs) {
+    const src = await openCellSource(input, { vocab: bundle.vocab, medians: () => bundleMedians(bundle), maxGenes, columns: [], countsLayer: o.countsLayer, geneIdColumn: o.geneIdColumn, geneMap: o.geneMap });
+    sources0.push(src);
+    total += Math.max(0, src.nCells);
+  }
+  const progress = createProgress({ label: "embed", total, unit: "cells" });
+  for (let k = 0; k < sources0.length; k++) {
+    const src = sources0[k];
+    let batch: { ids: Int32Array; row: number }[] = [];
+    const flush = () => {
+      if (batch.length === 0) return;
+      const seqs = batch.map((c) => {
+        if (!cls) return c.ids.length ? c.ids : Int32Array.of(model.config.pad_token_id);
+        const s = new Int32Array(c.ids.length + 1);
+        s[0] = bundle.clsId!;
+        s.set(c.ids, 1);
+        return s;
+      });
+      const b = padBatch(seqs, model.config.pad_token_id);
+      const { hidden } = model.forward(b);
+      for (let r = 0; r < b.batch; r++) {
+        const at = batch[r].row * d;
+        const base = r * b.length * d;
+        const first = cls ? 1 : 0;
+        const nGenes = batch[r].ids.length;
+        if (cls) embedding.set(hidden.subarray(base, base + d), at);
+        else if (nGenes > 0) {
+          for (let t = 0; t < nGenes; t++) for (let c = 0; c < d; c++) embedding[at + c] += hidden[base + t * d + c];
+          for (let c = 0; c < d; c++) embedding[at + c] /= nGenes;
+        }
+        if (geneSum && geneCount)
+          for (let t = 0; t < nGenes; t++) {
+            const id = seqs[r][first + t];
+            geneCount[id]++;
+            for (let c = 0; c < d; c++) geneSum[id * d + c] += hidden[base + (first + t) * d + c];
+          }
+      }
+      progress.increment(batch.length);
+      batch = [];
+    };
+    for (const c of src.cells()) {
+      const row = names.length;
+      if (row >= cap) {
+        cap *= 2;
+        const bigger = new Float32Array(cap * d);
+        bigger.set(embedding);
+        embedding = bigger;
+      }
+      names.push(o.inputs.length > 1 ? `${c.name}-${k}` : c.name);
+      sources.push(k);
+      if (c.ids.length === 0) withoutGenes++;
+      batch.push({ ids: c.ids, row });
+      if (batch.length === o.batchSize) flush();
+    }
+    flush();
+    src.close();
+  }
+  progress.stop();
+  const n = names.length;
+  embedding = embedding.slice(0, n * d);
+  if (withoutGenes) log.warn({ cells: withoutGenes }, `${withoutGenes} cell(s) have no gene of the model's vocabulary; their embedding is ${cls ? "the [CLS] state of an empty cell" : "zero"}`);
+  const seconds = (Date.now() - t0) / 1000;
+
+  if (o.out) {
+    fs.mkdirSync(path.dirname(path.resolve(o.out)), { recursive: true });
+    if (outExt === ".npy") writeNpy(o.out, embedding, [n, d]);
+    else if (outExt === ".arrow") writeArrow(o.out, names, sources.map((s) => sourceNames[s]), embedding, d, o.key, o.batchColumn);
+    else if (o.inputs.length === 1 && !isTokenizedDir(o.inputs[0])) await addObsmToH5ad(o.inputs[0], o.out, [{ key: o.key, data: embedding, nCols: d }]);
+    else
+      await writeEmbeddingH5ad(o.out, {
+        obsNames: names,
+        obs: { [o.batchColumn]: sources.map((s) => sourceNames[s]) },
+        obsm: [{ key: o.key, data: embedding, nCols: d }],
+      });
+  }
+  if (o.genesOut) writeGeneEmbeddings(o.genesOut, bundle, geneSum, geneCount);
+  return { cells: n, dim: d, pooling, withoutGenes, out: o.out, genesOut: o.genesOut, seconds, cellsPerSecond: n / seconds, embedding, names, sources };
+}
+
+/** Gene embeddings: the input table for every vocabulary gene, or context means for genes seen in the cells. */
+function writeGeneEmbeddings(file: string, b: ModelBundle, sum?: Float64Array, count?: Float64Array): void {
+  const d = b.model.config.d_model;
+  const genes = b.vocab.genes().filter((g) => !count || count[b.vocab.get(g)!] > 0);
+  const ids = genes.map((g) => b.vocab.get(g)!);
+  let data: Float32Array;
+  if (sum && count) {
+    data = new Float32Array(ids.length * d);
+    ids.forEach((id, i) => {
+      for (let c = 0; c < d; c++) data[i * d + c] = sum[id * d + c] / count[id];
+    });
+  } else data = b.model.geneEmbeddings(ids);
+  if (path.extname(file).toLowerCase() === ".npy") {
+    writeNpy(file, data, [ids.length, d]);
+    writeFileAtomic(file.replace(/\.npy$/i, "") + ".genes.txt", genes.join("\n") + "\n");
+    return;
+  }
+  const lines = ["gene\t" + Array.from({ length: d }, (_, c) => `dim_${c}`).join("\t")];
+  genes.forEach((g, i) => lines.push(g + "\t" + Array.from(data.subarray(i * d, (i + 1) * d), (v) => v.toPrecision(7)).join("\t")));
+  writeFileAtomic(file, lines.join("\n") + "\n");
+}
