@@ -16,3 +16,5 @@ export * from "./tenx.js";
 export * from "./h5ad/write.js";
 export * from "./tdigest-wasm.js";
 export * from "./tokenize/read.js";
+export * from "./tokenize/cells.js";
+export * from "./h5ad/obsm.js";
