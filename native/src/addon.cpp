@@ -143,6 +143,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
                         InstanceMethod("forward", &Engine::Forward),
                         InstanceMethod("logits", &Engine::Logits),
                         InstanceMethod("hidden", &Engine::Hidden),
+                        InstanceMethod("argmaxLogits", &Engine::ArgmaxLogits),
                         InstanceMethod("loss", &Engine::Loss),
                         InstanceMethod("zeroGrad", &Engine::ZeroGrad),
                         InstanceMethod("gradNorm", &Engine::GradNorm),
@@ -213,6 +214,16 @@ class Engine : public Napi::ObjectWrap<Engine> {
     if (B_ == 0) throw std::logic_error("logits: call forward first");
     auto out = Napi::Float32Array::New(env, (size_t)(B_ * L_ * model_->cfg.vocab_size));
     model_->logits(out.Data());
+    return out;
+    GM_CATCH(env)
+  }
+
+  Napi::Value ArgmaxLogits(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    GM_TRY
+    if (B_ == 0) throw std::logic_error("argmaxLogits: call forward first");
+    auto out = Napi::Int32Array::New(env, (size_t)(B_ * L_));
+    model_->argmax_logits(out.Data());
     return out;
     GM_CATCH(env)
   }

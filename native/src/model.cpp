@@ -361,6 +361,24 @@ void Model::logits(float* out) const {
                  M, cfg.d_model, cfg.vocab_size);
 }
 
+void Model::argmax_logits(std::int32_t* out) const {
+  const i64 M = B_ * L_, V = cfg.vocab_size, d = cfg.d_model;
+  const i64 block = 256;  // rows per GEMM: bounds the logits buffer to block x V
+  std::vector<float> buf((size_t)(std::min(block, M) * V));
+  for (i64 r0 = 0; r0 < M; r0 += block) {
+    const i64 nr = std::min(block, M - r0);
+    linear_forward(buf.data(), V, hidden_.data() + r0 * d, d, params.data() + head_w_, params.data() + head_b_, nr, d, V);
+#pragma omp parallel for schedule(static)
+    for (i64 r = 0; r < nr; r++) {
+      const float* row = &buf[r * V];
+      i64 best = 0;
+      for (i64 v = 1; v < V; v++)
+        if (row[v] > row[best]) best = v;
+      out[r0 + r] = (std::int32_t)best;
+    }
+  }
+}
+
 Model::LossResult Model::loss(const std::int32_t* targets, double scale, bool backward, const float* hidden_grad) {
   if (B_ == 0) throw std::logic_error("loss: call forward first");
   const i64 d = cfg.d_model, V = cfg.vocab_size, M = B_ * L_;

@@ -69,6 +69,8 @@ class Model {
   const float* hidden() const { return hidden_.data(); }
   // Logits [B, L, V] of the last forward (computed on demand, in row blocks).
   void logits(float* out) const;
+  // argmax over the vocabulary of every position's logits [B, L], without materialising them.
+  void argmax_logits(std::int32_t* out) const;
   // Mean cross-entropy over targets != -100 of the last forward; with backward=true, accumulates
   // the gradient of scale * loss into grads. LM-head work is done only at target positions.
   // hidden_grad (optional, [B, L, d]) is the gradient of any further loss with respect to the

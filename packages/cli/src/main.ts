@@ -175,6 +175,133 @@ export function buildProgram(): Command {
     )
     .action(lazy(() => import("./commands/pretrain.js"), { ownConfig: true }));
 
+  /** Options for reading h5ad/10x input with a model's vocabulary (finetune, embed, evaluate). */
+  const modelInput = (cmd: Command) =>
+    cmd
+      .option("--medians <file>", "gene medians for h5ad input (default: the model folder's gene_medians.json)")
+      .option("--counts-layer <name>", "h5ad input: matrix with raw counts: X, raw/X or a layer name (default: first of raw/X, X, layers/counts holding integers)")
+      .option("--gene-id-column <col>", "h5ad input: var column holding Ensembl ids (default: the var index, or a gene_ids/feature_id column)")
+      .option("--gene-map <file>", "h5ad input: JSON symbol -> Ensembl map for genes identified by symbols")
+      .option("--threads <n>", "engine threads (default: all cores, or GM_THREADS)", int("--threads", 1));
+
+  common(
+    modelInput(
+      program
+        .command("finetune")
+        .description("fine-tune a pretrained model for cell-type annotation: [CLS] + the reference classifier head, stratified split, early stopping on validation macro-F1")
+        .option("--model <dir>", "pretrained model: a checkpoint folder or a gm pretrain run (its latest checkpoint)")
+        .option("--data <path>", "labelled cells: .h5ad / 10x (tokenized on the fly with the model's vocabulary and medians) or a gm tokenize folder")
+        .option("--label-key <col>", "obs / dataset column with the cell types")
+        .option("--out <dir>", "output folder: best/, last/, predictions.csv, metrics.json, confusion_matrix.csv, history.jsonl")
+        .option("--split-key <col>", "use this column's train / test (or val) split instead of a stratified one")
+        .option("--val-fraction <x>", "validation share of each class for the stratified split", positive("--val-fraction"), 0.1)
+        .option("--epochs <n>", "maximum epochs", int("--epochs", 1), 10)
+        .option("--patience <n>", "stop after n epochs without a better validation macro-F1", int("--patience", 1), 3)
+        .option("--batch-size <n>", "cells per optimizer step (reference: 24)", int("--batch-size", 2), 24)
+        .option("--lr <x>", "Adam learning rate (reference: 1e-4)", positive("--lr"), 1e-4)
+        .option("--max-length <n>", "tokens per cell including [CLS]", int("--max-length", 2), 2048)
+        .option("--freeze-backbone", "train only the head (the backbone gives fixed CLS vectors)", false)
+        .option("--class-weight <mode>", "none | balanced (weights n / (C * n_c) in the loss)", "none")
+        .option("--drop-labels <labels>", "labels to leave out (comma separated), e.g. unknown", list, [])
+        .option("--max-cells <n>", "fine-tune on a stratified subsample of n cells (0 = all)", int("--max-cells", 0), 0)
+        .option("--head-hidden <n>", "head hidden width", int("--head-hidden", 1), 512)
+        .option("--head-layers <n>", "head layers (Linear count)", int("--head-layers", 1), 4)
+        .option("--head-dropout <x>", "head dropout", Number, 0.5)
+        .option("--seed <n>", "seed of the split, the head's initialisation, the order and dropout", int("--seed", 0), 0)
+        .option("--resume", "continue the run in --out after its last finished epoch", false)
+        .addHelpText(
+          "after",
+          examples([
+            "gm finetune --model runs/gm-512d/checkpoint-best --data pancreas.h5ad --label-key cell_type --counts-layer counts --out runs/pancreas",
+            "gm finetune --model runs/demo --data tok/pbmc --label-key cell_type --split-key partition --freeze-backbone --out runs/pbmc-frozen",
+          ]),
+        ),
+    ),
+  ).action(lazy(() => import("./commands/finetune.js")));
+
+  common(
+    modelInput(
+      program
+        .command("embed")
+        .description("cell embeddings (CLS or mean pooling) into a new h5ad's obsm and/or Arrow/NPY; gene embeddings (input table and context-aware mean) to TSV/NPY")
+        .option("--model <dir>", "model folder (pretrained or fine-tuned)")
+        .option("--data <paths...>", "cells: .h5ad / 10x files or gm tokenize folders; several h5ad files are embedded into one output with a file column")
+        .option("--out <file>", "output: a .h5ad (the input with obsm[key] added; several inputs: a new h5ad with obs and obsm), .arrow or .npy")
+        .option("--key <name>", "obsm key", "X_genemamba")
+        .option("--pooling <mode>", "cls | mean (default: cls for fine-tuned models, mean otherwise)")
+        .option("--batch-size <n>", "cells per forward pass", int("--batch-size", 1), 32)
+        .option("--max-length <n>", "tokens per cell (including [CLS] with cls pooling)", int("--max-length", 2), 2048)
+        .option("--genes-out <file>", "also write gene embeddings: .tsv (gene, values...) or .npy, with a <file>.genes.txt for .npy")
+        .option("--gene-context", "gene embeddings as the mean final hidden state of each gene over the cells (context-aware) instead of the input embedding table", false)
+        .option("--batch-column <name>", "with several inputs: the obs column naming the source file", "file")
+        .option("--obs-columns <cols>", "obs columns carried into a combined output (default: every kept column of tokenized input)", list)
+        .addHelpText(
+          "after",
+          examples([
+            "gm embed --model runs/pancreas/best --data covid.h5ad --out covid_embedded.h5ad",
+            "gm embed --model runs/demo --data a.h5ad b.h5ad --out ab.h5ad --pooling mean",
+            "gm embed --model runs/demo --data tok/pbmc --out pbmc.npy --genes-out genes.tsv --gene-context",
+          ]),
+        ),
+    ),
+  ).action(lazy(() => import("./commands/embed.js")));
+
+  const evaluate = program
+    .command("evaluate")
+    .alias("eval")
+    .description("score models and embeddings: annotation, integration, reconstruction, gene-pairs; each writes metrics.json and an HTML report");
+  common(
+    evaluate
+      .command("annotation")
+      .description("accuracy, macro/micro F1, weighted precision/recall, per-class table and confusion matrix from a predictions.csv (sklearn semantics)")
+      .option("--predictions <file>", "CSV with label and predicted columns (gm finetune's predictions.csv)")
+      .option("--part <name>", "rows of this part only (the part column); 'all' for every row", "val")
+      .option("--out <dir>", "report folder: metrics.json, report.html, figures/")
+      .option("--png", "also write PNG figures", false),
+  ).action(lazy(() => import("./commands/evaluate.js").then((m) => ({ run: m.annotation }))));
+  common(
+    evaluate
+      .command("integration")
+      .description("NMI/ARI (KMeans and a Louvain sweep), cell-type and batch ASW, graph connectivity, isolated labels, AvgBIO/AvgBATCH, UMAP plots")
+      .option("--data <file>", "h5ad with the embedding in obsm (gm embed output)")
+      .option("--embedding <key>", "obsm key", "X_genemamba")
+      .option("--label-key <col>", "obs column with cell types (omit when unlabelled: batch metrics then treat all cells as one group)")
+      .option("--batch-key <col>", "obs column with batches")
+      .option("--neighbors <k>", "kNN graph size including the cell itself (scanpy's n_neighbors)", int("--neighbors", 2), 15)
+      .option("--umap-max-cells <n>", "UMAP on at most n cells (a stratified seeded subsample; umap-js needs ~3 s per 1000 cells)", int("--umap-max-cells", 0), 5000)
+      .option("--no-louvain", "skip the Louvain resolution sweep")
+      .option("--seed <n>", "seed for KMeans, Louvain and UMAP", int("--seed", 0), 0)
+      .option("--out <dir>", "report folder")
+      .option("--png", "also write PNG figures", false)
+      .option("--threads <n>", "threads for the silhouette kernels", int("--threads", 1)),
+  ).action(lazy(() => import("./commands/evaluate.js").then((m) => ({ run: m.integration }))));
+  common(
+    modelInput(
+      evaluate
+        .command("reconstruction")
+        .description("predicted gene ranking vs the input per cell: Levenshtein, BLEU-4 (GeneMamba's and NLTK's), Spearman, top-k overlap")
+        .option("--model <dir>", "pretrained model folder")
+        .option("--data <path>", "cells: a gm tokenize folder or .h5ad")
+        .option("--max-cells <n>", "score the first n cells", int("--max-cells", 1), 1000)
+        .option("--max-length <n>", "tokens per cell", int("--max-length", 2), 2048)
+        .option("--top-k <n>", "top-k overlap size", int("--top-k", 1), 10)
+        .option("--batch-size <n>", "cells per forward pass", int("--batch-size", 1), 16)
+        .option("--out <dir>", "report folder")
+        .option("--png", "also write PNG figures", false),
+    ),
+  ).action(lazy(() => import("./commands/evaluate.js").then((m) => ({ run: m.reconstruction }))));
+  common(
+    evaluate
+      .command("gene-pairs")
+      .description("cosine similarity of gene embeddings for positive and negative pairs: ROC-AUC and distances between the two distributions")
+      .option("--model <dir>", "model folder")
+      .option("--pairs <path>", "Gene2Vec folder (<part>_text.txt + <part>_label.txt), or a CSV gene_a,gene_b,label")
+      .option("--part <name>", "Gene2Vec part: train, valid or test", "test")
+      .option("--gene-map <file>", "JSON symbol -> Ensembl map for pair files with gene symbols")
+      .option("--out <dir>", "report folder")
+      .option("--png", "also write PNG figures", false),
+  ).action(lazy(() => import("./commands/evaluate.js").then((m) => ({ run: m.genePairs }))));
+
   return program;
 }
 

@@ -193,6 +193,12 @@ export class GeneMamba {
     return { hidden: this.engine.hidden(), logits: opts.logits ? this.engine.logits() : undefined };
   }
 
+  /** The most likely token at every position [batch, length] (argmax of the LM head, computed in row blocks). */
+  predictTokens(b: Batch): Int32Array {
+    this.run(b);
+    return this.engine.argmaxLogits();
+  }
+
   /** Mean cross-entropy over the targets (no gradient). */
   evaluate(b: TargetBatch): { loss: number; count: number } {
     this.run(b);

@@ -22,6 +22,7 @@ export interface NativeEngine {
   init(seed: number): void;
   forward(tokens: Int32Array, lengths: Int32Array, batch: number, length: number): void;
   logits(): Float32Array;
+  argmaxLogits(): Int32Array;
   hidden(): Float32Array;
   loss(targets: Int32Array, scale: number, backward: boolean, hiddenGrad?: Float32Array): { loss: number; count: number };
   zeroGrad(): void;

@@ -26,6 +26,8 @@ export interface EmbedOptions {
   genesOut?: string;
   geneContext: boolean;
   batchColumn: string;
+  /** obs columns carried into a combined output (default: every kept column of tokenized input). */
+  obsColumns?: string[];
   medians?: string;
   countsLayer?: string;
   geneIdColumn?: string;
@@ -107,8 +109,12 @@ export async function embed(o: EmbedOptions, log: Logger = getLogger()): Promise
   const sourceNames = o.inputs.map((p) => path.basename(p).replace(/\.(h5ad|h5)$/i, ""));
   let total = 0;
   const sources0 = [];
+  const combined = !(o.inputs.length === 1 && !isTokenizedDir(o.inputs[0]));
+  const carry = o.obsColumns ?? (combined ? [...new Set(o.inputs.flatMap((p) => (isTokenizedDir(p) ? tokenizedColumns(p) : [])))] : []);
+  const obsValues: Record<string, (string | null)[]> = Object.fromEntries(carry.map((c) => [c, []]));
   for (const input of o.inputs) {
-    const src = await openCellSource(input, { vocab: bundle.vocab, medians: () => bundleMedians(bundle), maxGenes, columns: [], countsLayer: o.countsLayer, geneIdColumn: o.geneIdColumn, geneMap: o.geneMap });
+    const columns = isTokenizedDir(input) ? carry.filter((c) => tokenizedColumns(input).includes(c)) : carry;
+    const src = await openCellSource(input, { vocab: bundle.vocab, medians: () => bundleMedians(bundle), maxGenes, columns, countsLayer: o.countsLayer, geneIdColumn: o.geneIdColumn, geneMap: o.geneMap });
     sources0.push(src);
     total += Math.max(0, src.nCells);
   }
@@ -156,6 +162,7 @@ export async function embed(o: EmbedOptions, log: Logger = getLogger()): Promise
         embedding = bigger;
       }
       names.push(o.inputs.length > 1 ? `${c.name}-${k}` : c.name);
+      for (const col of carry) obsValues[col].push(c.columns[col] ?? null);
       sources.push(k);
       if (c.ids.length === 0) withoutGenes++;
       batch.push({ ids: c.ids, row });
@@ -174,16 +181,22 @@ export async function embed(o: EmbedOptions, log: Logger = getLogger()): Promise
     fs.mkdirSync(path.dirname(path.resolve(o.out)), { recursive: true });
     if (outExt === ".npy") writeNpy(o.out, embedding, [n, d]);
     else if (outExt === ".arrow") writeArrow(o.out, names, sources.map((s) => sourceNames[s]), embedding, d, o.key, o.batchColumn);
-    else if (o.inputs.length === 1 && !isTokenizedDir(o.inputs[0])) await addObsmToH5ad(o.inputs[0], o.out, [{ key: o.key, data: embedding, nCols: d }]);
+    else if (!combined) await addObsmToH5ad(o.inputs[0], o.out, [{ key: o.key, data: embedding, nCols: d }]);
     else
       await writeEmbeddingH5ad(o.out, {
         obsNames: names,
-        obs: { [o.batchColumn]: sources.map((s) => sourceNames[s]) },
+        obs: { ...obsValues, [o.batchColumn]: sources.map((s) => sourceNames[s]) },
         obsm: [{ key: o.key, data: embedding, nCols: d }],
       });
   }
   if (o.genesOut) writeGeneEmbeddings(o.genesOut, bundle, geneSum, geneCount);
   return { cells: n, dim: d, pooling, withoutGenes, out: o.out, genesOut: o.genesOut, seconds, cellsPerSecond: n / seconds, embedding, names, sources };
+}
+
+/** The kept obs columns of a tokenized dataset (its features besides input_ids and length). */
+function tokenizedColumns(dir: string): string[] {
+  const info = JSON.parse(fs.readFileSync(path.join(dir, "dataset_info.json"), "utf8")) as { features?: Record<string, unknown> };
+  return Object.keys(info.features ?? {}).filter((k) => k !== "input_ids" && k !== "length");
 }
 
 /** Gene embeddings: the input table for every vocabulary gene, or context means for genes seen in the cells. */

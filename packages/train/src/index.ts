@@ -17,3 +17,4 @@ export * from "./cells.js";
 export * from "./split.js";
 export * from "./finetune.js";
 export * from "./embed.js";
+export * from "./evaluate.js";

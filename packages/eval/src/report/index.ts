@@ -1,0 +1,2 @@
+export * from "./plots.js";
+export * from "./html.js";
