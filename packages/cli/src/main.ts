@@ -209,6 +209,7 @@ export function buildProgram(): Command {
         .option("--head-dropout <x>", "head dropout", Number, 0.5)
         .option("--seed <n>", "seed of the split, the head's initialisation, the order and dropout", int("--seed", 0), 0)
         .option("--resume", "continue the run in --out after its last finished epoch", false)
+        .option("--no-report", "skip the annotation report (OUT/report/report.html)")
         .addHelpText(
           "after",
           examples([

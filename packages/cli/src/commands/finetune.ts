@@ -1,3 +1,4 @@
+import * as path from "node:path";
 import type { Logger } from "@gm/core";
 import { ExitCode, GmError, usageError } from "@gm/core";
 import { loadNative } from "@gm/engine";
@@ -43,5 +44,9 @@ export async function run(o: Record<string, unknown>, _args: string[], log: Logg
     { bestEpoch: r.best_epoch, valMacroF1: r.val.macroF1, valAccuracy: r.val.accuracy, seconds: r.seconds, peakRssMb: Math.round(process.resourceUsage().maxRSS / 1024) },
     `finetune done: validation macro-F1 ${r.val.macroF1.toFixed(4)}, accuracy ${r.val.accuracy.toFixed(4)} (best epoch ${r.best_epoch} of ${r.epochs_run}${r.stopped_early ? ", stopped early" : ""}) in ${r.seconds.toFixed(1)} s -> ${r.out}/best, ${r.out}/predictions.csv`,
   );
+  if (o.report !== false) {
+    const { annotationReport } = await import("./evaluate.js");
+    await annotationReport({ predictions: path.join(r.out, "predictions.csv"), out: path.join(r.out, "report"), part: "val" }, log);
+  }
   if (r.interrupted) throw new GmError(`interrupted during epoch ${r.epochs_run + 1}; ${r.out}/last holds epoch ${r.epochs_run}: continue with --resume`, ExitCode.interrupted);
 }
