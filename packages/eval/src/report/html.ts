@@ -156,9 +156,12 @@ function renderTable(table: { columns: string[]; rows: CellValue[][] }): string 
  * {@link formatNumber}. Figures are inlined with {@link inlineSvg}.
  */
 export function buildReport(input: ReportInput): string {
+  // void elements are self-closed and the CSS has no angle brackets, so the document is also
+  // well-formed XML (polyglot), which keeps it checkable by XML tools and tests
+
   const parts: string[] = [];
-  parts.push("<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">');
-  parts.push('<meta name="viewport" content="width=device-width, initial-scale=1">');
+  parts.push("<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8" />');
+  parts.push('<meta name="viewport" content="width=device-width, initial-scale=1" />');
   parts.push(`<title>${escapeHtml(input.title)}</title>`, `<style>${CSS}</style>`, "</head>", "<body>", "<main>");
   parts.push("<header>", `<h1>${escapeHtml(input.title)}</h1>`);
   if (input.subtitle !== undefined) parts.push(`<p class="subtitle">${escapeHtml(input.subtitle)}</p>`);
