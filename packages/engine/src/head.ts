@@ -9,7 +9,7 @@ import * as fs from "node:fs";
 import { inputError, writeJsonAtomic } from "@gm/core";
 import { loadNative, type NativeHead, type NativeTensorInfo } from "./native.js";
 import { readHeader, readTensorInto, writeSafetensors } from "./safetensors.js";
-import type { AdamWOptions } from "./model.js";
+import { clippedAdamwStep, type AdamWOptions } from "./model.js";
 
 export interface HeadConfig {
   d_in: number;
@@ -131,10 +131,6 @@ export class ClassifierHead {
   }
   /** One AdamW step (clipping folded in through gradNorm/maxGradNorm, as GeneMamba.optimizerStep). */
   optimizerStep(o: AdamWOptions): number {
-    const norm = o.gradNorm ?? this.head.gradNorm();
-    const max = o.maxGradNorm ?? 0;
-    const scale = max > 0 ? Math.min(1, max / (norm + 1e-6)) : 1;
-    this.head.adamw({ lr: o.lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, weightDecay: o.weightDecay ?? 0, step: o.step, gradScale: scale });
-    return norm;
+    return clippedAdamwStep(this.head, o);
   }
 }

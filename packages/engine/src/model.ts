@@ -55,6 +55,19 @@ export function padBatch(seqs: ArrayLike<number>[], padId = 1, maxLength?: numbe
   return { tokens, lengths, batch: seqs.length, length };
 }
 
+/**
+ * Global-norm clipping (torch clip_grad_norm_ semantics, folded into AdamW's gradient scale) plus one
+ * AdamW step on a native object's flat buffers (the backbone or the fine-tuning head); returns the
+ * pre-clip norm.
+ */
+export function clippedAdamwStep(target: Pick<NativeEngine, "gradNorm" | "adamw">, o: AdamWOptions): number {
+  const norm = o.gradNorm ?? target.gradNorm();
+  const max = o.maxGradNorm ?? 0;
+  const scale = max > 0 ? Math.min(1, max / (norm + 1e-6)) : 1;
+  target.adamw({ lr: o.lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, weightDecay: o.weightDecay ?? 0, step: o.step, gradScale: scale });
+  return norm;
+}
+
 export class GeneMamba {
   readonly config: ModelConfig;
   readonly tensors: NativeTensorInfo[];
@@ -245,11 +258,7 @@ export class GeneMamba {
 
   /** Clips (global norm) and applies one AdamW step to the accumulated gradients; returns the pre-clip norm. */
   optimizerStep(o: AdamWOptions): number {
-    const norm = o.gradNorm ?? this.engine.gradNorm();
-    const max = o.maxGradNorm ?? 0;
-    const scale = max > 0 ? Math.min(1, max / (norm + 1e-6)) : 1;
-    this.engine.adamw({ lr: o.lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, weightDecay: o.weightDecay ?? 0, step: o.step, gradScale: scale });
-    return norm;
+    return clippedAdamwStep(this.engine, o);
   }
 
   /** zeroGrad + forwardBackward + optimizerStep. */
