@@ -38,7 +38,7 @@ if (have !== want) {
   fs.writeFileSync(stamp, want);
 }
 if (!process.argv.includes("--install-only")) {
-  run(process.execPath, [path.join(root, "node_modules", "typescript", "bin", "tsc"), "-b", "packages/core", "packages/data", "packages/census", "packages/engine", "packages/train", "packages/eval", "packages/cli"]);
+  run(process.execPath, [path.join(root, "node_modules", "typescript", "bin", "tsc"), "-b", "packages/core", "packages/data", "packages/census", "packages/engine", "packages/train", "packages/eval", "packages/onnx", "packages/cli"]);
   if (!process.argv.includes("--no-native")) buildNative();
 }
 

@@ -101,6 +101,11 @@ export function loadVocabulary(file: string): Vocabulary {
     const code = (e as NodeJS.ErrnoException).code;
     throw inputError(file, code === "ENOENT" ? "vocabulary file not found; check --vocab" : `cannot read vocabulary (${code})`);
   }
+  return parseVocabulary(text, file);
+}
+
+/** A vocabulary from the text of a vocab.json / tokenizer.json / gene list; `file` names it in errors. */
+export function parseVocabulary(text: string, file: string): Vocabulary {
   const trimmed = text.trimStart();
   if (trimmed.startsWith("{")) {
     let obj: Record<string, unknown>;
@@ -142,7 +147,11 @@ export function loadVocabulary(file: string): Vocabulary {
 
 /** Gene medians: {ensembl_id: median}. */
 export function loadMedians(file: string): Map<string, number> {
-  const obj = readJsonFile<Record<string, unknown>>(file, "medians file");
+  return parseMedians(readJsonFile<Record<string, unknown>>(file, "medians file"), file);
+}
+
+/** Gene medians from a parsed gene_medians.json object; `file` names it in errors. */
+export function parseMedians(obj: unknown, file: string): Map<string, number> {
   if (!obj || typeof obj !== "object" || Array.isArray(obj)) throw inputError(file, "medians must be a JSON object {ensembl_id: median}");
   const m = new Map<string, number>();
   for (const [k, v] of Object.entries(obj)) {

@@ -8,11 +8,9 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { inputError, readJsonFile } from "@gm/core";
 import { loadMedians, loadVocabulary, type Vocabulary } from "@gm/data";
-import { ClassifierHead, GeneMamba } from "@gm/engine";
-import { MEDIANS_FILE } from "./checkpoint.js";
+import { ClassifierHead, GeneMamba, HEAD_FILE, LABELS_FILE, MEDIANS_FILE, resolveModelDir } from "@gm/engine";
 
-export const HEAD_FILE = "classifier.safetensors";
-export const LABELS_FILE = "labels.json";
+export { HEAD_FILE, LABELS_FILE, resolveModelDir };
 export const CLS_TOKEN = "[CLS]";
 
 export interface LabelsInfo {
@@ -31,20 +29,6 @@ export interface ModelBundle {
   labels?: LabelsInfo;
   /** Token id of [CLS] when the vocabulary has one (fine-tuned models). */
   clsId?: number;
-}
-
-/** Resolves `runs/x` (a pretrain run: its latest checkpoint) or a checkpoint folder itself. */
-export function resolveModelDir(location: string): string {
-  if (!fs.existsSync(location)) throw inputError(location, "model folder not found; give a gm pretrain/finetune checkpoint folder (--model)");
-  if (fs.existsSync(path.join(location, "model.safetensors"))) return location;
-  for (const sub of ["best"]) if (fs.existsSync(path.join(location, sub, "model.safetensors"))) return path.join(location, sub);
-  const cks = fs
-    .readdirSync(location)
-    .map((d) => /^checkpoint-(\d+)$/.exec(d))
-    .filter((m): m is RegExpExecArray => m !== null)
-    .sort((a, b) => Number(b[1]) - Number(a[1]));
-  if (cks.length) return path.join(location, cks[0][0]);
-  throw inputError(location, "holds no model.safetensors (nor best/ or checkpoint-N/ folders); give a gm pretrain/finetune checkpoint folder");
 }
 
 export function loadModelBundle(location: string, opts: { medians?: string } = {}): ModelBundle {

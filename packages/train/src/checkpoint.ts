@@ -76,7 +76,8 @@ function fsyncDir(dir: string): void {
 }
 
 /** The medians file inside a checkpoint folder. */
-export const MEDIANS_FILE = "gene_medians.json";
+import { MEDIANS_FILE } from "@gm/engine";
+export { MEDIANS_FILE };
 
 /** The medians a tokenized dataset was made with (recorded in its tokenize.json), if still on disk. */
 export function datasetMediansFile(dataDir: string): string | undefined {

@@ -1,0 +1,4 @@
+export * from "./proto.js";
+export * from "./metadata.js";
+export * from "./graph.js";
+export * from "./export.js";
