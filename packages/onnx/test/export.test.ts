@@ -94,6 +94,22 @@ function finetunedDir(name: string) {
   return { dir, model, head };
 }
 
+describe("gm export --onnx: long cells", () => {
+  it("SSD over many chunks (300 tokens, chunk 32, large step sizes) stays within 1e-4 of the native scan", async () => {
+    const { dir, model } = modelDir("long", "mamba2", "gate", 21);
+    for (const t of model.tensors) if (t.name.endsWith("dt_bias")) model.tensor(t.name).fill(1.5);
+    model.save(dir);
+    const out = path.join(dir, "long.onnx");
+    await exportOnnx({ model: dir, out });
+    let s = 3;
+    const rnd = () => ((s = (s * 1103515245 + 12345) % 2 ** 31), s / 2 ** 31);
+    const b = padBatch([300, 257, 33].map((n) => Array.from({ length: n }, () => 2 + Math.floor(rnd() * (V - 2)))), 1);
+    const native = model.forward(b).hidden;
+    const got = await runOnnx(out, b, ["hidden_states"]);
+    expect(maxRelErr(got.hidden_states, native)).toBeLessThan(1e-4);
+  });
+});
+
 describe("gm export --onnx: classifier, fp16, metadata, format", () => {
   it("exports the classifier head (inference-mode BatchNorm) with logits and probabilities within 1e-4", async () => {
     const { dir, model, head } = finetunedDir("finetuned");
