@@ -182,7 +182,7 @@ export function buildProgram(): Command {
       .option("--counts-layer <name>", "h5ad input: matrix with raw counts: X, raw/X or a layer name (default: first of raw/X, X, layers/counts holding integers)")
       .option("--gene-id-column <col>", "h5ad input: var column holding Ensembl ids (default: the var index, or a gene_ids/feature_id column)")
       .option("--gene-map <file>", "h5ad input: JSON symbol -> Ensembl map for genes identified by symbols")
-      .option("--threads <n>", "engine threads (default: all cores, or GM_THREADS)", int("--threads", 1));
+      .option("--threads <n>", "engine threads; with --runtime onnx, onnxruntime's intra-op threads shared by its workers (default: all cores, or GM_THREADS)", int("--threads", 1));
 
   common(
     modelInput(
@@ -221,11 +221,11 @@ export function buildProgram(): Command {
   ).action(lazy(() => import("./commands/finetune.js")));
 
   common(
-    modelInput(
+    runtimeOptions(modelInput(
       program
         .command("embed")
         .description("cell embeddings (CLS or mean pooling) into a new h5ad's obsm and/or Arrow/NPY; gene embeddings (input table and context-aware mean) to TSV/NPY")
-        .option("--model <dir>", "model folder (pretrained or fine-tuned)")
+        .option("--model <path>", "model folder (pretrained or fine-tuned), or an .onnx file from gm export --onnx")
         .option("--data <paths...>", "cells: .h5ad / 10x files or gm tokenize folders; several h5ad files are embedded into one output with a file column")
         .option("--out <file>", "output: a .h5ad (the input with obsm[key] added; several inputs: a new h5ad with obs and obsm), .arrow or .npy")
         .option("--key <name>", "obsm key", "X_genemamba")
@@ -235,17 +235,62 @@ export function buildProgram(): Command {
         .option("--genes-out <file>", "also write gene embeddings: .tsv (gene, values...) or .npy, with a <file>.genes.txt for .npy")
         .option("--gene-context", "gene embeddings as the mean final hidden state of each gene over the cells (context-aware) instead of the input embedding table", false)
         .option("--batch-column <name>", "with several inputs: the obs column naming the source file", "file")
-        .option("--obs-columns <cols>", "obs columns carried into a combined output (default: every kept column of tokenized input)", list)
-        .addHelpText(
-          "after",
-          examples([
-            "gm embed --model runs/pancreas/best --data covid.h5ad --out covid_embedded.h5ad",
-            "gm embed --model runs/demo --data a.h5ad b.h5ad --out ab.h5ad --pooling mean",
-            "gm embed --model runs/demo --data tok/pbmc --out pbmc.npy --genes-out genes.tsv --gene-context",
-          ]),
-        ),
-    ),
-  ).action(lazy(() => import("./commands/embed.js")));
+        .option("--obs-columns <cols>", "obs columns carried into a combined output (default: every kept column of tokenized input)", list),
+    )),
+  )
+    .addHelpText(
+      "after",
+      examples([
+        "gm embed --model runs/pancreas/best --data covid.h5ad --out covid_embedded.h5ad",
+        "gm embed --model runs/demo --data a.h5ad b.h5ad --out ab.h5ad --pooling mean",
+        "gm embed --model runs/demo --data tok/pbmc --out pbmc.npy --genes-out genes.tsv --gene-context",
+        "gm embed --model pancreas.onnx --data covid.h5ad --out covid_embedded.h5ad --workers 2",
+      ]),
+    )
+    .action(lazy(() => import("./commands/embed.js")));
+
+  common(
+    runtimeOptions(modelInput(
+      program
+        .command("predict")
+        .description("cell-type predictions of a fine-tuned model (a gm finetune folder or an .onnx exported with --with-classifier) as CSV: cell, predicted, probability, p_<class>...")
+        .option("--model <path>", "gm finetune model folder (its best/) or .onnx file exported with --with-classifier")
+        .option("--data <path>", "cells: an .h5ad / 10x file (tokenized on the fly with the model's vocabulary and medians) or a gm tokenize folder")
+        .option("--out <file>", "predictions CSV (rows in input order; overwritten if it exists)")
+        .option("--batch-size <n>", "cells per forward pass", int("--batch-size", 1), 32)
+        .option("--max-length <n>", "tokens per cell including [CLS]", int("--max-length", 2), 2048)
+        .option("--label-key <col>", "obs / dataset column with true labels: log accuracy and macro-F1"),
+    )),
+  )
+    .addHelpText(
+      "after",
+      examples([
+        "gm predict --model runs/pancreas/best --data new_donor.h5ad --out predictions.csv",
+        "gm predict --model pancreas.onnx --data new_donor.h5ad --out predictions.csv --workers 2 --threads 8",
+        "gm predict --model pancreas.onnx --data tok/pancreas --out predictions.csv --label-key cell_type",
+      ]),
+    )
+    .action(lazy(() => import("./commands/predict.js")));
+
+  common(
+    program
+      .command("export")
+      .description("export a model folder as an ONNX graph (opset 17) with its vocabulary, medians and labels in the metadata, for gm embed/predict --runtime onnx or any onnxruntime")
+      .option("--model <dir>", "gm pretrain or finetune model folder (a run folder: its best/ or latest checkpoint)")
+      .option("--onnx <file>", "the .onnx file to write")
+      .option("--with-classifier", "include the fine-tuning head: class_logits and class_probabilities outputs (needed by gm predict)", false)
+      .option("--fp16", "store the weights in half precision (half the file; computed in float32)", false)
+      .option("--with-logits", "include the LM head's logits [batch, sequence, vocab] output", false)
+      .addOption(new Option("--scan <form>", "selective scan as chunked matrices (ssd, Mamba-2 only; default there) or an ONNX Scan loop").choices(["ssd", "loop"]))
+      .option("--chunk <n>", "chunk length of the ssd form", int("--chunk", 1))
+      .addHelpText(
+        "after",
+        examples([
+          "gm export --model runs/pancreas/best --onnx pancreas.onnx --with-classifier",
+          "gm export --model runs/gm-512d --onnx gm-512d.onnx --fp16",
+        ]),
+      ),
+  ).action(lazy(() => import("./commands/export.js")));
 
   const evaluate = program
     .command("evaluate")
@@ -304,6 +349,14 @@ export function buildProgram(): Command {
   ).action(lazy(() => import("./commands/evaluate.js").then((m) => ({ run: m.genePairs }))));
 
   return program;
+}
+
+/** --runtime, --workers, --provider of the commands that run a model forward (embed, predict); --threads is modelInput's. */
+function runtimeOptions(cmd: Command): Command {
+  return cmd
+    .addOption(new Option("--runtime <runtime>", "native engine on a model folder, or onnxruntime on an .onnx file (default: onnx when --model ends in .onnx)").choices(["native", "onnx"]))
+    .option("--workers <n>", "onnx runtime: onnxruntime sessions in worker threads, i.e. batches in flight (--threads are split between them)", int("--workers", 1))
+    .addOption(new Option("--provider <provider>", "onnx runtime: execution provider (auto: CUDA when onnxruntime-node has its CUDA provider, else CPU)").choices(["cpu", "cuda", "auto"]).default("auto"));
 }
 
 function lazy(load: () => Promise<{ run: Action }>, how: { ownConfig?: boolean } = {}) {

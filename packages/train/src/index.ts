@@ -18,3 +18,5 @@ export * from "./split.js";
 export * from "./finetune.js";
 export * from "./embed.js";
 export * from "./evaluate.js";
+export * from "./backend.js";
+export * from "./predict.js";
