@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The README's main job on built-in demo data, into demo-output/: simulate -> preprocess -> tokenize ->
 // pretrain a small GeneMamba -> fine-tune it for cell types on a second (held-out) simulated dataset
-// -> embed that dataset -> evaluate annotation, integration, reconstruction and gene pairs, each with
+// -> embed that dataset -> export it to ONNX and predict with onnxruntime -> evaluate annotation, integration, reconstruction and gene pairs, each with
 // an HTML report.
 import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
@@ -61,6 +61,8 @@ console.log(`  embeddings: ${emb.length / model.config.d_model} cells x ${model.
 step("simulate a downstream dataset (held out)", ["simulate", "--cells", "3000", "--genes", "4000", "--cell-types", "6", "--batches", "2", "--seed", "8", "--out", rel("downstream.h5ad")]);
 step("finetune: [CLS] + classifier head, early stopping on validation macro-F1", ["finetune", "--model", rel("pretrain"), "--data", rel("downstream.h5ad"), "--label-key", "cell_type", "--max-length", "64", "--epochs", "4", "--lr", "1e-3", "--out", rel("finetune")]);
 step("embed: CLS embeddings into obsm['X_genemamba']", ["embed", "--model", rel("finetune/best"), "--data", rel("downstream.h5ad"), "--max-length", "64", "--out", rel("downstream_embedded.h5ad")]);
+step("export: the fine-tuned model + classifier as one ONNX file (vocabulary, medians and labels inside)", ["export", "--model", rel("finetune/best"), "--onnx", rel("onnx/downstream.onnx"), "--with-classifier"]);
+step("predict: cell types with onnxruntime from the .onnx file alone", ["predict", "--model", rel("onnx/downstream.onnx"), "--data", rel("downstream.h5ad"), "--max-length", "64", "--label-key", "cell_type", "--out", rel("onnx/predictions.csv")]);
 step("evaluate integration: NMI/ARI, ASW, batch ASW, graph connectivity, UMAPs", ["evaluate", "integration", "--data", rel("downstream_embedded.h5ad"), "--label-key", "cell_type", "--batch-key", "batch", "--umap-max-cells", "3000", "--out", rel("reports/integration")]);
 step("evaluate reconstruction: predicted gene ranking vs input", ["evaluate", "reconstruction", "--model", rel("pretrain"), "--data", rel("tok"), "--max-cells", "300", "--max-length", "64", "--out", rel("reports/reconstruction")]);
 
