@@ -13,7 +13,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { randomBytes } from "node:crypto";
 import { inputError, readJsonFile, writeJsonAtomic } from "@gm/core";
-import { type GeneMamba, readHeader, readTensorInto, writeSafetensors } from "@gm/engine";
+import { type GeneMamba, MEDIANS_FILE, readHeader, readTensorInto, writeSafetensors } from "@gm/engine";
 import type { LoaderPosition } from "./loader/index.js";
 
 export interface TrainerState {
@@ -76,7 +76,6 @@ function fsyncDir(dir: string): void {
 }
 
 /** The medians file inside a checkpoint folder. */
-import { MEDIANS_FILE } from "@gm/engine";
 export { MEDIANS_FILE };
 
 /** The medians a tokenized dataset was made with (recorded in its tokenize.json), if still on disk. */
