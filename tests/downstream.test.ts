@@ -220,6 +220,40 @@ describe.skipIf(!hasShared)("real data", () => {
     expect((html.match(/<svg/g) ?? []).length).toBeGreaterThanOrEqual(3);
   });
 
+  it("the fine-tuned pbmc68k model (25k-gene vocabulary) exported to ONNX predicts and embeds like the native engine", () => {
+    const ft = path.join(dir, "ft");
+    const onnx = path.join(dir, "pbmc.onnx");
+    let r = gm(["export", "--model", ft, "--onnx", onnx, "--with-classifier"]);
+    expect(r.code, r.stderr).toBe(0);
+    const data = [shared("h5ad/pbmc68k_reduced_counts.h5ad"), "--counts-layer", "counts", ...geneArgs(), "--max-length", "128"];
+    for (const [model, name] of [[onnx, "onnx"], [ft, "native"]]) {
+      r = gm(["predict", "--model", model, "--data", ...data, "--label-key", "bulk_labels", "--out", path.join(dir, `pred-${name}.csv`)]);
+      expect(r.code, r.stderr).toBe(0);
+      r = gm(["embed", "--model", model, "--data", ...data, "--out", path.join(dir, `emb-${name}.npy`)]);
+      expect(r.code, r.stderr).toBe(0);
+    }
+    const a = readCsv(path.join(dir, "pred-onnx.csv"));
+    const b = readCsv(path.join(dir, "pred-native.csv"));
+    expect(a.length).toBe(701);
+    expect(a[0].slice(0, 3)).toEqual(["cell", "predicted", "probability"]);
+    expect(a.map((row) => row[1])).toEqual(b.map((row) => row[1]));
+    for (let i = 1; i < a.length; i++) for (let k = 2; k < a[i].length; k++) expect(Math.abs(Number(a[i][k]) - Number(b[i][k]))).toBeLessThan(1e-4);
+    const npy = (f: string) => {
+      const buf = fs.readFileSync(f);
+      const off = 10 + buf.readUInt16LE(8);
+      return new Float32Array(buf.buffer.slice(buf.byteOffset + off, buf.byteOffset + buf.length));
+    };
+    const ea = npy(path.join(dir, "emb-onnx.npy"));
+    const eb = npy(path.join(dir, "emb-native.npy"));
+    expect(ea.length).toBe(700 * 64);
+    let err = 0, scale = 0;
+    for (let i = 0; i < ea.length; i++) {
+      err = Math.max(err, Math.abs(ea[i] - eb[i]));
+      scale = Math.max(scale, Math.abs(eb[i]));
+    }
+    expect(err / scale).toBeLessThan(1e-4);
+  });
+
   it("the two legacy PBMC runs embed together and give integration metrics with batch = file", () => {
     const emb = path.join(dir, "pbmc_legacy.h5ad");
     let r = gm(["embed", "--model", path.join(dir, "pre"), "--data", shared("h5ad/pbmc_10k_protein_v3_legacy.h5ad"), shared("h5ad/pbmc_5k_protein_v3_legacy.h5ad"), ...geneArgs(), "--out", emb, "--max-length", "128"]);
