@@ -201,7 +201,7 @@ describe("gm pretrain (binary)", () => {
     const e = gm(["pretrain", "--config", cfgFile(), "--data", empty, "--out", path.join(root, "cli-bad2")]);
     expect(e.code).toBe(3);
     expect(errorLines(e.stderr).join("\n")).toMatch(/empty-tok.*gm tokenize/);
-    const multi = gm(["pretrain", "--config", cfgFile(), "--data", tok, "--out", path.join(root, "cli-bad3"), "--nnodes", "2", "--node-rank", "0", "--master-addr", "10.0.0.1"]);
+    const multi = gm(["pretrain", "--config", cfgFile(), "--data", tok, "--out", path.join(root, "cli-bad3"), "--gpus", "2", "--nnodes", "2", "--node-rank", "0", "--master-addr", "10.0.0.1"]);
     expect(multi.code).toBe(2);
     expect(errorLines(multi.stderr).join("\n")).toMatch(/NCCL/);
     const none = gm(["pretrain", "--resume", path.join(root, "nothing-here")]);

@@ -1,16 +1,17 @@
 /**
  * The pretraining loop behind `gm pretrain`: R data-parallel model replicas (CPU ranks in this
- * process), each computing its micro-batches of every step; gradients averaged through the
- * communicator; AdamW with clipping on every replica (identical inputs, so identical weights);
- * checkpoints that resume bit for bit. See docs/pretrain.md.
+ * process, or this process's share of a world spanning several processes / nodes), each computing
+ * its micro-batches of every step; gradients averaged through the communicator (local ring in one
+ * process, TCP ring across processes); AdamW with clipping on every replica (identical inputs, so
+ * identical weights); checkpoints that resume bit for bit. See docs/pretrain.md.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { createProgress, ExitCode, GmError, inputError, readJsonFile, removeStaleTemporaries, usageError, writeFileAtomic, writeJsonAtomic, type Logger } from "@gm/core";
 import { loadGeneMap, loadVocabulary, type Vocabulary } from "@gm/data";
 import { GeneMamba, loadModelConfig, loadNative, resolveConfig, type ModelConfig, type ModelConfigInput } from "@gm/engine";
-import { datasetMediansFile, latestCheckpoint, loadOptimizerState, pruneCheckpoints, readTrainerState, removePartialCheckpoints, saveCheckpoint, type TrainerState } from "./checkpoint.js";
-import { createLocalRing, type Communicator } from "./comm/index.js";
+import { checkpointDir, datasetMediansFile, latestCheckpoint, loadOptimizerState, pruneCheckpoints, readTrainerState, removePartialCheckpoints, saveCheckpoint, type TrainerState } from "./checkpoint.js";
+import { CommError, createLocalRing, createTcpGroup, type Communicator } from "./comm/index.js";
 import { runFingerprint, type RunConfig } from "./config.js";
 import { readDatasetIndex, stepsPerEpoch, TokenLoader, type Cell, type LoaderPosition } from "./loader/index.js";
 import { cpuPeakFlops, JsonlWriter, trainingFlops } from "./metrics.js";
@@ -34,8 +35,13 @@ export interface PretrainOptions {
   resumeOverrides?: { checkpoint?: Partial<RunConfig["checkpoint"]>; log?: Partial<RunConfig["log"]>; prefetch?: number };
   out: string;
   resume?: boolean;
-  /** Data-parallel ranks hosted in this process (CPU ranks). */
+  /** Data-parallel ranks in the world (all hosted in this process unless `distributed` is given). */
   worldSize?: number;
+  /**
+   * A world spanning several processes: this one hosts `localRanks` (global rank ids) and joins the
+   * others over TCP (comm/tcp-ring.ts). Only the process hosting rank 0 writes to `out`.
+   */
+  distributed?: { localRanks: number[]; masterAddr: string; masterPort: number; timeoutMs?: number; joinTimeoutMs?: number };
   log: Logger;
   /** Polled between steps: a true value saves a checkpoint and stops (SIGINT / SIGTERM). */
   stopRequested?: (step: number) => boolean;
@@ -215,7 +221,43 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
   const totalSteps = cfg.train.max_steps ?? (cfg.train.epochs ?? 1) * perEpoch;
   const fingerprint = runFingerprint(cfg, { model_config: modelConfig, global_batch: globalBatch, data_rows: index.rows });
 
-  fs.mkdirSync(out, { recursive: true });
+  const dist = o.distributed;
+  // Global rank ids of the replicas in this process; only the process hosting rank 0 writes.
+  const local = dist ? [...dist.localRanks] : Array.from({ length: worldSize }, (_, r) => r);
+  const writer = local.includes(0);
+  let comms: Communicator[];
+  if (dist) {
+    if (local.some((r) => !Number.isInteger(r) || r < 0 || r >= worldSize)) throw usageError(`this process's ranks ${local.join(",")} are outside the world of ${worldSize} ranks`);
+    log.info({ master: `${dist.masterAddr}:${dist.masterPort}`, ranks: local }, "joining the data-parallel group");
+    try {
+      comms = await createTcpGroup({
+        worldSize,
+        localRanks: local,
+        masterAddr: dist.masterAddr,
+        masterPort: dist.masterPort,
+        fingerprint: `${fingerprint}:${o.resume ? "resume" : "new"}`,
+        timeoutMs: dist.timeoutMs,
+        joinTimeoutMs: dist.joinTimeoutMs,
+        log: (m) => log.debug(m),
+      });
+    } catch (e) {
+      if (e instanceof CommError) throw new GmError(e.message, ExitCode.internal);
+      throw e;
+    }
+    log.info({ ranks: worldSize }, "data-parallel group complete");
+  } else comms = createLocalRing(worldSize);
+  let failure: string | undefined;
+  try {
+    return await train();
+  } catch (e) {
+    failure = (e as Error).message ?? String(e);
+    throw e;
+  } finally {
+    for (const c of comms) c.close(failure);
+  }
+
+  async function train(): Promise<PretrainSummary> {
+  if (writer) fs.mkdirSync(out, { recursive: true });
   const record: RunRecord = {
     format: "gm.pretrain-run/1",
     fingerprint,
@@ -224,32 +266,36 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
     world_size: worldSize,
     accumulation,
     total_steps: totalSteps,
-    data: { dir: dataDir, rows: index.rows, vocab_size: index.vocab_size },
+    data: { dir: dataDir as string, rows: index.rows, vocab_size: index.vocab_size },
     created: new Date().toISOString(),
   };
   if (!o.resume) {
-    if (fs.existsSync(runFile)) {
+    if (!writer) {
+      // Other processes never look at --out of a new run (it may not even be shared).
+    } else if (fs.existsSync(runFile)) {
       const prev = readJsonFile<RunRecord>(runFile, "run record");
       if (prev.fingerprint === fingerprint) throw usageError(`${out} already holds this run; continue it with gm pretrain --resume ${o.out}, or choose another --out`);
       const diff = firstDifference(prev.config as unknown as Record<string, unknown>, cfg as unknown as Record<string, unknown>);
       throw usageError(`${out} holds another run (${diff || "different data or model"}); choose another --out, or continue that run with --resume`);
     }
-    const foreign = fs.readdirSync(out).filter((n) => !n.startsWith("."));
-    if (foreign.length) throw usageError(`${out} is not empty (${foreign.slice(0, 3).join(", ")}${foreign.length > 3 ? ", ..." : ""}); give an empty or new --out`);
-    writeJsonAtomic(runFile, record);
+    if (writer) {
+      const foreign = fs.readdirSync(out).filter((n) => !n.startsWith("."));
+      if (foreign.length) throw usageError(`${out} is not empty (${foreign.slice(0, 3).join(", ")}${foreign.length > 3 ? ", ..." : ""}); give an empty or new --out`);
+      writeJsonAtomic(runFile, record);
+    }
   } else {
     const prev = readJsonFile<RunRecord>(runFile, "run record");
     if (prev.fingerprint !== fingerprint)
       throw inputError(runFile, `the data or model no longer match this run (data rows ${prev.data.rows} -> ${index.rows}, vocab_size ${prev.data.vocab_size} -> ${index.vocab_size}); resume with the same tokenized data`);
   }
-  const removed = removePartialCheckpoints(out) + removeStaleTemporaries(out);
+  const removed = writer ? removePartialCheckpoints(out) + removeStaleTemporaries(out) : 0;
   if (removed) log.warn({ removed }, "removed partial checkpoint(s) left by an interrupted save");
 
   // Model replicas, one per rank: created from the same seed, or loaded from the latest checkpoint.
   const latest = o.resume ? latestCheckpoint(out) : undefined;
   let state: TrainerState | undefined;
   const replicas: GeneMamba[] = [];
-  for (let r = 0; r < worldSize; r++) {
+  for (let i = 0; i < local.length; i++) {
     if (latest) {
       const m = GeneMamba.load(latest.dir);
       if (!sameJson(m.config, modelConfig)) throw inputError(path.join(latest.dir, "config.json"), "the checkpoint's model config differs from the run's; the folder was modified");
@@ -266,10 +312,19 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
   } else if (o.resume) log.warn({ out }, "no complete checkpoint yet: starting this run from step 0");
 
   const startStep = state?.step ?? 0;
+  if (dist) {
+    // Every process must continue from the same step: --out is one folder seen by every node.
+    const views = comms.map(() => new Float64Array([startStep]));
+    await Promise.all(comms.map((c, i) => c.broadcast(views[i], 0)));
+    if (views[0][0] !== startStep)
+      throw usageError(
+        `this process (ranks ${local.join(",")}) finds ${startStep ? `checkpoint ${startStep}` : "no checkpoint"} in ${out} but rank 0 resumes from ${views[0][0] ? `step ${views[0][0]}` : "step 0"}; --out must be the same run folder on every node (a shared filesystem)`,
+      );
+  }
   const jsonl = new JsonlWriter(path.join(out, METRICS_FILE));
-  jsonl.truncateAfter(startStep);
+  if (writer) jsonl.truncateAfter(startStep);
   // What the plot draws: the earlier session's steps (read once) plus this session's.
-  const history = jsonl.read() as unknown as StepRecord[];
+  const history = writer ? (jsonl.read() as unknown as StepRecord[]) : [];
 
   let pairIndex: PairIndex | undefined;
   const inf = cfg.objective.infonce;
@@ -279,7 +334,6 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
     log.info({ file: inf.pairs, ...pairs.stats }, "InfoNCE gene pairs");
   }
 
-  const comms: Communicator[] = createLocalRing(worldSize);
   const loader = new TokenLoader({ ...loaderOpts, start: state?.loader });
   const threads = loadNative().maxThreads();
   const peak = cpuPeakFlops(threads);
@@ -314,6 +368,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
   let engineSeconds = 0, sessionTokens = 0;
   const t0 = performance.now();
   const gamma = inf.gamma;
+  let currentStep = startStep;
 
   const save = (step: number) => {
     // The replicas received bitwise identical gradients; a difference would be a communicator bug.
@@ -322,6 +377,12 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
       const pr = replicas[r].params;
       for (let i = 0; i < p0.length; i++)
         if (p0[i] !== pr[i] && !(Number.isNaN(p0[i]) && Number.isNaN(pr[i]))) throw new Error(`internal error: rank ${r}'s weights differ from rank 0's at element ${i} (step ${step})`);
+    }
+    if (!writer) {
+      // Rank 0's process writes the checkpoint; the others only keep track of it.
+      lastCheckpoint = checkpointDir(out, step);
+      lastSaved = step;
+      return;
     }
     const st: TrainerState = {
       format: "gm.pretrain-state/1",
@@ -345,6 +406,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
     log.info({ checkpoint: path.relative(process.cwd(), dir) || dir, pruned: pruned.length || undefined }, "checkpoint saved");
   };
   const writePlot = () => {
+    if (!writer) return;
     const rows = history;
     const svg = lineChartSvg({
       title: `gm pretrain: ${path.basename(out)}`,
@@ -363,6 +425,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
 
   try {
     for (let step = startStep + 1; step <= totalSteps; step++) {
+      currentStep = step;
       const tStep = performance.now();
       const sb = await loader.next();
       epoch = sb.epoch;
@@ -370,17 +433,20 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
       // rank can weight its loss by its share of the global number of loss positions.
       const batches = sb.micro.map((perRank) => perRank.map((cells) => (cells.length ? prepare(cfg, cells, space, sb.epoch) : undefined)));
       const tEngine = performance.now();
-      // In-process ranks all see the whole step; a multi-process backend would all-reduce these two.
+      // Every process prepares the whole step (all ranks' micro-batches, deterministically), so
+      // these totals and the unigram counts are global without communication.
       let totalPositions = 0, nonEmpty = 0;
       for (const row of batches)
         for (const b of row)
           if (b) {
             totalPositions += b.lossPositions;
             nonEmpty++;
+            for (let i = 0; i < b.targets.length; i++) if (b.targets[i] >= 0) unigram[b.targets[i]]++;
           }
       const sums = await Promise.all(
-        replicas.map(async (model, r) => {
-          const comm = comms[r];
+        replicas.map(async (model, i) => {
+          const r = local[i];
+          const comm = comms[i];
           const s = new Float64Array(5); // lm sum, infonce sum, pairs, tokens, positions
           model.zeroGrad();
           for (const row of batches) {
@@ -397,7 +463,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
                 wantGrad: true,
                 scale: (gamma * worldSize) / nonEmpty,
               });
-              if (!Number.isFinite(nce.loss)) throw new DivergedError(`step ${step}: the InfoNCE loss is not finite`);
+              // A non-finite term makes the all-reduced sum non-finite: every rank stops below.
               res = model.backward(b.targets, lmScale, { hiddenGrad: nce.grad });
               s[1] += nce.loss;
               s[2] += nce.pairs;
@@ -405,7 +471,6 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
             s[0] += res.loss * res.count;
             s[3] += b.tokenCount;
             s[4] += b.lossPositions;
-            for (let i = 0; i < b.targets.length; i++) if (b.targets[i] >= 0) unigram[b.targets[i]]++;
           }
           await comm.allReduceMean(model.grads);
           await comm.allReduceSum(s);
@@ -413,6 +478,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
         }),
       );
       const s = sums[0];
+      if (pairIndex && !Number.isFinite(s[1])) throw new DivergedError(`step ${step}: the InfoNCE loss is not finite`);
       const lm = totalPositions > 0 ? s[0] / totalPositions : 0;
       const nce = pairIndex ? s[1] / nonEmpty : undefined;
       const loss = lm + (nce !== undefined ? gamma * nce : 0);
@@ -453,8 +519,10 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
         eta_seconds: (elapsed / (step - startStep)) * (totalSteps - step),
       };
       records.push(rec);
-      history.push(rec);
-      jsonl.write(rec);
+      if (writer) {
+        history.push(rec);
+        jsonl.write(rec);
+      }
       progress.increment();
       if (step % cfg.log.every === 0 || step === startStep + 1 || step === totalSteps)
         log.info(
@@ -473,7 +541,14 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
       if (step % cfg.checkpoint.every === 0 || step === totalSteps) save(step);
       // Let signal handlers run between steps (the engine's calls are synchronous).
       await new Promise<void>((resolve) => setImmediate(resolve));
-      if (o.stopRequested?.(step)) {
+      let stop = o.stopRequested?.(step) === true;
+      if (dist) {
+        // A signal to any process stops every process after the same step.
+        const flags = comms.map(() => new Float64Array([stop ? 1 : 0]));
+        await Promise.all(comms.map((c, i) => c.allReduceSum(flags[i])));
+        stop = flags[0][0] > 0;
+      }
+      if (stop) {
         interrupted = true;
         if (lastSaved !== step) save(step);
         log.warn({ step, checkpoint: lastCheckpoint }, `stopped at step ${step}; continue with gm pretrain --resume ${o.out}`);
@@ -486,11 +561,14 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
       const keep = lastCheckpoint ? `the last good checkpoint ${lastCheckpoint} is kept` : "no checkpoint was written";
       throw new DivergedError(`${e instanceof DivergedError ? msg : `training diverged: ${msg}`}; nothing new was saved (${keep}); lower optimizer.lr, raise schedule.warmup_steps or check the data`);
     }
+    if (e instanceof CommError) {
+      const keep = lastCheckpoint ? `the last checkpoint ${lastCheckpoint} is kept` : "no checkpoint was written";
+      throw new GmError(`step ${currentStep}: ${msg}; ${keep}; restart every process with gm pretrain --resume ${o.out}`, ExitCode.internal);
+    }
     throw e;
   } finally {
     progress.stop();
     await loader.close();
-    for (const c of comms) c.close();
     if (records.length) writePlot();
   }
   let total = 0, h = 0;
@@ -498,7 +576,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
   for (const c of unigram) if (c > 0) h -= (c / total) * Math.log(c / total);
   const last = records[records.length - 1];
   const seconds = (performance.now() - t0) / 1000;
-  writeJsonAtomic(path.join(out, SUMMARY_FILE), {
+  if (writer) writeJsonAtomic(path.join(out, SUMMARY_FILE), {
     steps: `${startStep} -> ${last?.step ?? startStep}`,
     total_steps: totalSteps,
     interrupted,
@@ -523,5 +601,6 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
     tokens: sessionTokens,
     unigramBaseline: h,
   };
+  }
 }
 

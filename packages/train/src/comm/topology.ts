@@ -311,10 +311,11 @@ export function describeTopology(t: Topology): string {
   return `data parallel: ${plural(t.worldSize, "rank")} = ${shape}, ${where} (launcher ${t.launcher})`;
 }
 
-/** Refuses worlds this build cannot run yet: multi-process or CUDA data parallelism (needs NCCL). */
+/**
+ * Refuses worlds this build cannot run yet: CUDA data parallelism (needs NCCL). CPU worlds run in
+ * one process (local ring) or across processes and nodes (TCP ring, comm/tcp-ring.ts).
+ */
 export function assertRunnable(t: Topology): void {
   const tail = `needs the NCCL communicator, which arrives with the CUDA backend; on CPU run the ranks in one process with --ranks ${t.worldSize}`;
-  if (t.multiProcess)
-    throw usageError(`multi-process data parallelism (${plural(processCount(t), "process")} across ${plural(t.nnodes, "node")}) ${tail}`);
   if (t.device === "cuda") throw usageError(`GPU data parallelism (--gpus ${t.ranksPerNode}) ${tail}`);
 }
