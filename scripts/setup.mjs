@@ -60,8 +60,14 @@ function buildNative() {
     }
   };
   walk(nativeDir);
+  // The CUDA backend detection (native/cmake/cuda.cmake) runs when CMake configures and reads these
+  // variables: when they change, configure again (the old cache would keep the old answer).
+  const cudaEnv = JSON.stringify(["GM_CUDA", "GM_CUDA_HOME", "CUDA_HOME", "CUDA_PATH", "GM_NVIDIA_WHEELS"].map((k) => process.env[k] ?? null));
+  hash.update(cudaEnv);
   const wantNative = hash.digest("hex");
   if (fs.existsSync(addon) && fs.existsSync(nativeStamp) && fs.readFileSync(nativeStamp, "utf8") === wantNative) return;
+  const envStamp = path.join(out, ".gm-native-env");
+  if (fs.existsSync(envStamp) && fs.readFileSync(envStamp, "utf8") !== cudaEnv) fs.rmSync(path.join(out, "CMakeCache.txt"), { force: true });
   ensureToolchain();
   console.error("gm setup: building the native engine (native/ -> native/build) ...");
   const cmakeJs = path.join(root, "packages", "engine", "node_modules", "cmake-js", "bin", "cmake-js");
@@ -70,6 +76,7 @@ function buildNative() {
     stdio: ["ignore", "ignore", "inherit"],
   });
   fs.writeFileSync(nativeStamp, wantNative);
+  fs.writeFileSync(envStamp, cudaEnv);
 }
 
 // cmake, a C++ compiler and OpenBLAS: installed with apt-get when missing and we are root.

@@ -348,6 +348,13 @@ export function buildProgram(): Command {
       .option("--png", "also write PNG figures", false),
   ).action(lazy(() => import("./commands/evaluate.js").then((m) => ({ run: m.genePairs }))));
 
+  program
+    .command("doctor")
+    .description("what this installation can run: gm and Node versions, the native addon and its backends (CPU, CUDA: built, or why not), OpenMP threads, onnxruntime-node, GPUs")
+    .option("--json", "print the report as one JSON object on stdout", false)
+    .addHelpText("after", examples(["gm doctor", "gm doctor --json"]))
+    .action(lazy(() => import("./commands/doctor.js")));
+
   return program;
 }
 

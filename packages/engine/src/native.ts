@@ -46,6 +46,22 @@ export interface NativeHead {
   adamw(o: { lr: number; beta1?: number; beta2?: number; eps?: number; weightDecay?: number; step: number; gradScale?: number }): void;
 }
 
+/** What the addon was built with (native/build/build-info.json, also compiled into the addon). */
+export interface NativeBuildInfo {
+  cpu: boolean;
+  blas?: string;
+  cuda: {
+    built: boolean;
+    /** AUTO, ON or OFF (GM_CUDA) */
+    mode?: string;
+    /** why it was (not) built, naming what was found and the folders searched */
+    reason: string;
+    toolkit: string;
+    version?: string;
+    archs: string[];
+  };
+}
+
 export interface NativeModule {
   Engine: new (config: object) => NativeEngine;
   Head: new (config: object) => NativeHead;
@@ -53,10 +69,14 @@ export interface NativeModule {
   distanceSums(x: Float32Array, n: number, d: number, labels: Int32Array, k: number): Float64Array;
   setThreads(n: number): void;
   backend: string;
+  /** Absent in addons built before it existed (rebuild with `npm run setup`). */
+  buildInfo?(): NativeBuildInfo;
 }
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const ADDON_PATH = path.resolve(here, "..", "..", "..", "native", "build", "Release", "gm_native.node");
+/** Written by CMake when it configures native/ (whether or not the addon then built). */
+export const BUILD_INFO_PATH = path.resolve(here, "..", "..", "..", "native", "build", "build-info.json");
 
 let cached: NativeModule | undefined;
 

@@ -1,0 +1,124 @@
+// The CUDA kernels without a GPU (native/cuda/; docs/engine.md "CUDA backend: status and build"):
+// 1. native/build/gm_cuda_emul runs every kernel body on the CPU over the grid its launcher uses and
+//    compares outputs and gradients with the CPU ops (one JSON line per check);
+// 2. where nvcc exists (PATH or /usr/local/cuda/bin), every native/cuda/*.cu compiles for sm_80 and
+//    sm_90 with warnings as errors (one nvcc call per file, in sequence), and the objects link with
+//    native/test/cuda_link_check.cpp, which takes the address of every launcher in kernels.h.
+import { describe, expect, it } from "vitest";
+import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { repoRoot } from "../../../tests/helpers/paths.js";
+
+interface Row { kernel?: string; dtype?: string; case?: string; output?: string; max_rel_err?: number; tol?: number; ok?: boolean; failures?: number; checks?: number }
+
+const KERNELS = [
+  "embedding_forward", "embedding_backward", "rmsnorm_forward", "rmsnorm_backward", "gated_rmsnorm_forward", "gated_rmsnorm_backward",
+  "conv1d_forward", "conv1d_backward", "softplus_forward", "softplus_backward", "scan_forward", "scan_backward",
+  "reverse_forward", "reverse_backward", "bidir_merge_forward", "bidir_merge_backward", "gate_forward", "gate_backward",
+  "blend_forward", "blend_backward", "cross_entropy", "sum_squares", "sum_values",
+];
+
+describe("CUDA kernel bodies emulated on the CPU vs the CPU ops", () => {
+  const r = spawnSync(path.join(repoRoot, "native/build/gm_cuda_emul"), { encoding: "utf8", env: { ...process.env, OMP_NUM_THREADS: "1" } });
+  const rows = (r.stdout ?? "").split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as Row);
+  const checks = rows.filter((x) => x.kernel);
+
+  it("the emulator ran and every check passed", () => {
+    expect(r.error, "native/build/gm_cuda_emul: run `npm run setup`").toBeUndefined();
+    expect(r.status, r.stderr).toBe(0);
+    expect(rows.at(-1)).toEqual({ failures: 0, checks: checks.length });
+    const bad = checks.filter((x) => !x.ok || !(x.max_rel_err! <= x.tol!));
+    expect(bad, JSON.stringify(bad, null, 1)).toEqual([]);
+  });
+
+  it("float32 checks use 1e-5, bf16 checks 1e-2", () => {
+    for (const x of checks.filter((c) => c.kernel !== "sum_squares" && c.kernel !== "sum_values" && c.kernel !== "clip_scale" && c.kernel !== "bf16_host_type"))
+      expect(x.tol, `${x.kernel} ${x.case} ${x.output}`).toBe(x.dtype === "f32" ? 1e-5 : 1e-2);
+  });
+
+  for (const k of KERNELS)
+    it(`${k}: float32 and bf16`, () => {
+      for (const dt of ["f32", "bf16"]) expect(checks.filter((x) => x.kernel === k && x.dtype === dt).length, `${k} ${dt}`).toBeGreaterThan(0);
+    });
+
+  it("AdamW (fp32 master, float and bf16 parameter copies), clip scale, the host bf16 type", () => {
+    expect(checks.filter((x) => x.kernel === "adamw" && x.output === "param_copy").map((x) => x.dtype).sort()).toEqual(["bf16", "f32", "f32", "f32"]);
+    expect(checks.some((x) => x.kernel === "adamw" && x.case!.includes("device_scale"))).toBe(true);
+    expect(checks.filter((x) => x.kernel === "clip_scale").length).toBe(3);
+    expect(checks.some((x) => x.kernel === "bf16_host_type")).toBe(true);
+  });
+
+  it("the scan: both shapes, every output, a chunk that does not divide T, several thread blocks per row", () => {
+    const scan = checks.filter((x) => x.kernel!.startsWith("scan_") && x.dtype === "f32");
+    for (const shape of ["mamba2", "mamba1"]) {
+      const outs = new Set(scan.filter((x) => x.case!.startsWith(shape)).map((x) => x.output));
+      expect([...outs].sort()).toEqual(["dA", "dB_dC", "dD", "ddt", "dx", "states", "y"]);
+    }
+    expect(scan.some((x) => /_T11_.*_Q4$/.test(x.case!))).toBe(true);
+    expect(scan.some((x) => /mamba2_.*_H3_P64_/.test(x.case!))).toBe(true);  // 192 channels: 2 blocks of 128
+    expect(scan.some((x) => /mamba1_.*_H150_/.test(x.case!))).toBe(true);
+    expect(scan.some((x) => /_N64_/.test(x.case!))).toBe(true);
+  });
+
+  it("padded rows: conv1d with lengths (one empty row) and the reversal", () => {
+    expect(checks.some((x) => x.kernel === "conv1d_backward" && x.case!.startsWith("fused_silu_mask"))).toBe(true);
+    expect(checks.some((x) => x.kernel === "reverse_backward" && x.case!.includes("len7_4_0"))).toBe(true);
+  });
+});
+
+// nvcc: the first of PATH and /usr/local/cuda/bin.
+function findNvcc(): string | null {
+  for (const dir of [...(process.env.PATH ?? "").split(path.delimiter).filter(Boolean), "/usr/local/cuda/bin"]) {
+    const p = path.join(dir, "nvcc");
+    try {
+      fs.accessSync(p, fs.constants.X_OK);
+      return p;
+    } catch {
+      // next
+    }
+  }
+  return null;
+}
+const nvcc = findNvcc();
+const cudaDir = path.join(repoRoot, "native/cuda");
+const sources = fs.readdirSync(cudaDir).filter((f) => f.endsWith(".cu")).sort();
+const ARCH = ["-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90,code=sm_90"];
+
+describe.skipIf(!nvcc)(`nvcc compile check of native/cuda/*.cu${nvcc ? ` (${nvcc})` : " (skipped: nvcc not found on PATH or in /usr/local/cuda/bin)"}`, () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), "gm-nvcc-"));
+  const times: Record<string, number> = {};
+  const objects: string[] = [];
+
+  it("finds the kernel sources", () => {
+    expect(sources.length).toBeGreaterThanOrEqual(7);
+  });
+
+  for (const f of sources)
+    it(`${f} compiles for sm_80 and sm_90`, () => {
+      const obj = path.join(out, f.replace(/\.cu$/, ".o"));
+      const t0 = Date.now();
+      const r = spawnSync(nvcc!, ["-c", "-std=c++17", ...ARCH, "-Werror", "all-warnings", path.join(cudaDir, f), "-o", obj], { encoding: "utf8" });
+      times[f] = (Date.now() - t0) / 1000;
+      expect(r.error).toBeUndefined();
+      expect(r.status, `${f}:\n${r.stdout}${r.stderr}`).toBe(0);
+      objects.push(obj);
+    });
+
+  // nvcc links its static CUDA runtime: look for it in the library folders nvcc reports (PATH's nvcc
+  // may be a wrapper script), or skip the link step.
+  const dry = nvcc ? spawnSync(nvcc, ["--dryrun", "x.cu", "-o", "x"], { encoding: "utf8" }) : null;
+  const libDirs = [...`${dry?.stdout ?? ""}${dry?.stderr ?? ""}`.matchAll(/-L"?([^"\s]+)"?/g)].map((m) => m[1]!);
+  const cudart = libDirs.some((d) => fs.existsSync(path.join(d, "libcudart_static.a")));
+  it.skipIf(!cudart)(`every launcher of kernels.h links${cudart ? "" : " (skipped: no libcudart_static.a in the folders nvcc links from)"}`, () => {
+    expect(objects.length, "every .cu compiled").toBe(sources.length);
+    const t0 = Date.now();
+    const r = spawnSync(nvcc!, ["-std=c++17", path.join(repoRoot, "native/test/cuda_link_check.cpp"), ...objects, "-o", path.join(out, "link_check")], { encoding: "utf8" });
+    times["(link)"] = (Date.now() - t0) / 1000;
+    expect(r.status, `${r.stdout}${r.stderr}`).toBe(0);
+    const total = Object.values(times).reduce((a, b) => a + b, 0);
+    console.log(`nvcc compile check: ${Object.entries(times).map(([k, v]) => `${k} ${v.toFixed(1)} s`).join(", ")}; total ${total.toFixed(1)} s`);
+    fs.rmSync(out, { recursive: true, force: true });
+  });
+});
