@@ -6,7 +6,8 @@
 //      scan at chunk 16/32/64 and with the Scan-over-time form; and the Mamba-1 mixer (Scan form only);
 //  (2) `gm embed` end to end (tokenized simulated cells -> .npy) with --runtime native and onnx.
 // Results: printed and written to .bench/onnx.json.
-// Environment: GM_BENCH_THREADS (default 2), GM_BENCH_CELLS (default 512).
+// Environment: GM_BENCH_THREADS (default 2), GM_BENCH_CELLS (default 512), GM_BENCH_LARGE=1 adds the
+// reference size (genemamba-24l-512d at 2,048 tokens).
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -93,6 +94,32 @@ for (const mixer of ["mamba2", "mamba1"]) {
         Object.entries(row.onnx).map(([k, v]) => `onnx ${k} ${v.cells_per_second.toFixed(0)} (${v.ratio_to_native.toFixed(2)}x)`).join(", "),
     );
   }
+}
+
+// (1b) the reference size (genemamba-24l-512d, vocabulary 25,426) at 2,048 tokens, 2 cells per batch
+if (process.env.GM_BENCH_LARGE === "1") {
+  const dir = path.join(work, "model-24l-512d");
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.mkdirSync(dir, { recursive: true });
+  const { loadModelConfig } = await import("@gm/engine");
+  const cfg = loadModelConfig("genemamba-24l-512d");
+  const model = GeneMamba.create(cfg, 1);
+  model.save(dir);
+  const vocab = { "[UNK]": 0, "[PAD]": 1 };
+  for (let i = 2; i < cfg.vocab_size; i++) vocab[`G${i}`] = i;
+  fs.writeFileSync(path.join(dir, "vocab.json"), JSON.stringify(vocab));
+  const file = path.join(work, "24l-512d.onnx");
+  const t0 = performance.now();
+  const r = await exportOnnx({ model: dir, out: file });
+  const exportSeconds = (performance.now() - t0) / 1000;
+  let s = 11;
+  const rnd = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 4294967296);
+  const bs = [0, 1].map(() => padBatch([0, 1].map(() => Array.from({ length: 2048 }, () => 2 + Math.floor(rnd() * (cfg.vocab_size - 2)))), 1));
+  const native = timeNative(model, bs);
+  const onnx = await timeOnnx(file, bs);
+  const row = { config: "genemamba-24l-512d", max_length: 2048, cells: 4, export_seconds: exportSeconds, onnx_megabytes: r.bytes / 2 ** 20, native_seconds_per_cell: native / 4, onnx_seconds_per_cell: onnx / 4, ratio_to_native: native / onnx };
+  results.large = row;
+  console.log(`forward genemamba-24l-512d L 2048: native ${(native / 4).toFixed(2)} s/cell, onnx (ssd32) ${(onnx / 4).toFixed(2)} s/cell (${(native / onnx).toFixed(2)}x); export ${exportSeconds.toFixed(1)} s, ${(r.bytes / 2 ** 20).toFixed(0)} MB`);
 }
 
 // (2) gm embed end to end, when the CLI has the onnx runtime
