@@ -157,7 +157,12 @@ function scanLoop(s: Shared, x: string, dt: string, Bm: string, Cm: string, A: F
     const decay = body.unsqueeze(body.exp(body.mul(body.unsqueeze(dtT, [2]), body.constF(A, [H, Na]))), [2]); // [R,H,1,Na]
     const dtx = body.unsqueeze(body.mul(body.reshape(xT, [0, H, P]), body.unsqueeze(dtT, [2])), [3]); // [R,H,P,1]
     const hNext = body.add(body.mul(decay, h), body.mul(dtx, body.unsqueeze(bT, [1, 2])));
-    const y = body.reshape(body.matmul(hNext, body.unsqueeze(cT, [1, 3])), [0, E]);
+    // y = h . C: for Mamba-1 (P = 1) as Mul + ReduceSum, since a MatMul would be rows x channels
+    // 1xN GEMMs per step (measured 2x slower); for Mamba-2 the [P, N] x [N, 1] MatMul is faster.
+    const y =
+      P === 1
+        ? body.reshape(body.op("ReduceSum", [body.mul(hNext, body.unsqueeze(cT, [1, 2])), body.constI([3], [1])], { keepdims: { i: 0 } }), [0, E])
+        : body.reshape(body.matmul(hNext, body.unsqueeze(cT, [1, 3])), [0, E]);
     body.output("h_out", hNext, DataType.FLOAT, ["rows", H, P, N]);
     body.output("y_t", y, DataType.FLOAT, ["rows", E]);
     const init = g.op("ConstantOfShape", [g.concat([g.dim(x, 0), g.constI([H, P, N], [3])], 0)]);
