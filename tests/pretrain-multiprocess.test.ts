@@ -10,6 +10,7 @@ import { preprocess, PREPROCESS_DEFAULTS, simulate, tokenize, TOKENIZE_DEFAULTS 
 import { listCheckpoints } from "@gm/train";
 import { errorLines, gm } from "./helpers/cli.js";
 import { gmBin, repoRoot, tmpDir } from "./helpers/paths.js";
+import { freePort } from "./helpers/net.js";
 
 let root: string, tok: string, cfg: string;
 
@@ -36,13 +37,6 @@ beforeAll(async () => {
   );
 });
 
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 function launch(args: string[], env: Record<string, string> = {}) {
   const child = spawn(process.execPath, [gmBin, "--log-format", "json", "pretrain", ...args], { cwd: repoRoot, env: { ...process.env, GM_NO_PROGRESS: "1", GM_LOG_LEVEL: "info", ...env } });

@@ -8,17 +8,11 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { createLocalRing, createTcpGroup, type Communicator, type TcpCommunicator } from "@gm/train";
+import { freePort } from "../../../tests/helpers/net.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const tcpModule = pathToFileURL(path.resolve(here, "../dist/comm/tcp-ring.js")).href;
 
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 /** The data every rank contributes (the same in the child script). */
 function rankData(rank: number, n: number) {
