@@ -10,9 +10,19 @@
 // Parameter gradients, AdamW's master weights and moments, the scan's A, D and chunk-start states are
 // fp32. Backward launchers that reduce over rows take caller-allocated scratch, sized by the
 // *_scratch functions of shapes.h. Reductions are deterministic (fixed order, no atomics).
+//
+// GM_CUDA_EMUL (defined by the CPU emulation build, native/test/cuda_emul_device.cpp and
+// gm_gpu_model_emul): no CUDA headers; bf16 is common.cuh's bit-exact host type, cudaStream_t an
+// opaque pointer, and the launchers are implemented on the host by driving the kernel bodies.
 #pragma once
+#if defined(GM_CUDA_EMUL)
+#include "common.cuh"
+struct CUstream_st;
+typedef struct CUstream_st* cudaStream_t;
+#else
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
+#endif
 
 #include <cstdint>
 
@@ -21,7 +31,9 @@
 namespace gm {
 namespace cuda {
 
+#if !defined(GM_CUDA_EMUL)
 using bf16 = __nv_bfloat16;
+#endif
 
 // ---- embedding (embedding.cu)
 template <typename T>
@@ -75,6 +87,9 @@ void reverse_forward(T* out, i64 ld_out, const T* in, i64 ld_in, const std::int3
 template <typename T>  // din[b, t] += dout[b, src(t)]
 void reverse_backward(T* din, i64 ld_din, const T* dout, i64 ld_dout, const std::int32_t* lengths, i64 B, i64 L, i64 C,
                       cudaStream_t stream);
+// Mamba-2's A = -exp(A_log) per head, and dA_log += dA * A (fp32).
+void neg_exp_forward(float* A, const float* A_log, i64 n, cudaStream_t stream);
+void neg_exp_backward(float* dA_log, const float* dA, const float* A, i64 n, cudaStream_t stream);
 // [f | b] rows of a BiMamba layer from the mixer output over 2B rows and the layer input (as model.cpp).
 template <typename T>
 void bidir_merge_forward(T* fb, const T* mix, const T* x, const std::int32_t* lengths, i64 B, i64 L, i64 C,

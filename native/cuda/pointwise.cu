@@ -59,6 +59,23 @@ __global__ void bidir_merge_backward_kernel(T* dx, T* dmix, const T* dfb, const 
   bidir_merge_backward_body(this_thread(), dx, dmix, dfb, lengths, B, L, C);
 }
 
+__global__ void neg_exp_forward_kernel(float* A, const float* A_log, i64 n) {
+  neg_exp_forward_body(this_thread(), A, A_log, n);
+}
+__global__ void neg_exp_backward_kernel(float* dA_log, const float* dA, const float* A, i64 n) {
+  neg_exp_backward_body(this_thread(), dA_log, dA, A, n);
+}
+void neg_exp_forward(float* A, const float* A_log, i64 n, cudaStream_t stream) {
+  if (n <= 0) return;
+  GM_LAUNCH(neg_exp_forward_kernel, neg_exp_geometry(n), stream)(A, A_log, n);
+  check_launch("neg_exp_forward");
+}
+void neg_exp_backward(float* dA_log, const float* dA, const float* A, i64 n, cudaStream_t stream) {
+  if (n <= 0) return;
+  GM_LAUNCH(neg_exp_backward_kernel, neg_exp_geometry(n), stream)(dA_log, dA, A, n);
+  check_launch("neg_exp_backward");
+}
+
 template <typename T>
 void softplus_forward(T* out, i64 ld_out, const T* x, i64 ld_x, const T* bias, i64 M, i64 C, cudaStream_t stream) {
   if (M * C <= 0) return;

@@ -126,5 +126,19 @@ GM_HD inline void bidir_merge_backward_body(const Thread& th, T* dx, T* dmix, co
   dmix[((B + b) * L + t) * C + c] = dfb[(b * L + reversed_position(t, lengths[b])) * 2 * C + C + c];
 }
 
+// ---- Mamba-2's per-head decay A = -exp(A_log) (fp32 master values in, fp32 out) and its backward
+// dA_log += dA * A (as model.cpp step_sizes / mixer_backward).
+inline Geometry neg_exp_geometry(i64 n) { return geometry_1d(n); }
+GM_HD inline void neg_exp_forward_body(const Thread& th, float* A, const float* A_log, i64 n) {
+  const i64 i = th.global_x();
+  if (i >= n) return;
+  A[i] = -expf(A_log[i]);
+}
+GM_HD inline void neg_exp_backward_body(const Thread& th, float* dA_log, const float* dA, const float* A, i64 n) {
+  const i64 i = th.global_x();
+  if (i >= n) return;
+  dA_log[i] += dA[i] * A[i];
+}
+
 }  // namespace cuda
 }  // namespace gm

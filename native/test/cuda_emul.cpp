@@ -30,51 +30,17 @@
 #include "ops/scan.h"
 #include "ops/silu.h"
 #include "ops/softplus.h"
-// the kernel bodies (plain C++ under g++)
-#include "../cuda/conv1d.cuh"
-#include "../cuda/cross_entropy.cuh"
-#include "../cuda/embedding.cuh"
-#include "../cuda/norms.cuh"
-#include "../cuda/optim.cuh"
-#include "../cuda/pointwise.cuh"
-#include "../cuda/scan.cuh"
+// the kernel bodies (plain C++ under g++) and the grid emulation
+#include "cuda_emul.h"
 
 namespace cu = gm::cuda;
 using gm::i64;
 using Vec = std::vector<float>;
 using cu::bf16;
-
-// ---------------------------------------------------------------- grid emulation
-static cu::Thread thread_at(const cu::Geometry& g, int bx, int by, int bz, int tx, int ty, int tz) {
-  return cu::Thread{{bx, by, bz}, {tx, ty, tz}, g.block, g.grid};
-}
-// Every thread of the grid, in grid order.
-template <typename F>
-static void run_grid(const cu::Geometry& g, F&& f) {
-  for (int bz = 0; bz < g.grid.z; bz++)
-    for (int by = 0; by < g.grid.y; by++)
-      for (int bx = 0; bx < g.grid.x; bx++)
-        for (int tz = 0; tz < g.block.z; tz++)
-          for (int ty = 0; ty < g.block.y; ty++)
-            for (int tx = 0; tx < g.block.x; tx++) f(thread_at(g, bx, by, bz, tx, ty, tz));
-}
-// Every block in grid order; f(bx, by) runs the block's phases itself (1-D blocks).
-template <typename F>
-static void run_blocks(const cu::Geometry& g, F&& f) {
-  for (int by = 0; by < g.grid.y; by++)
-    for (int bx = 0; bx < g.grid.x; bx++) f(bx, by);
-}
-// block_reduce over one value per thread of block (bx, by), as the device tree adds them.
-template <typename V, typename Op, typename P>
-static V block_reduce(const cu::Geometry& g, int bx, int by, Op op, P&& partial) {
-  std::vector<V> vals((size_t)g.block.x);
-  for (int tx = 0; tx < g.block.x; tx++) vals[(size_t)tx] = partial(thread_at(g, bx, by, 0, tx, 0, 0));
-  return cu::emul_block_reduce(vals.data(), g.block.x, op);
-}
-template <typename F>
-static void block_threads(const cu::Geometry& g, int bx, int by, F&& f) {
-  for (int tx = 0; tx < g.block.x; tx++) f(thread_at(g, bx, by, 0, tx, 0, 0));
-}
+using cu::emul::block_reduce;
+using cu::emul::block_threads;
+using cu::emul::run_blocks;
+using cu::emul::run_grid;
 
 // ---------------------------------------------------------------- data and storage types
 static std::mt19937_64 rng(20240611);
@@ -323,16 +289,6 @@ static void test_softplus() {
 }
 
 // ---------------------------------------------------------------- selective scan
-// Host sink: one thread's dB/dC terms for the step.
-struct HostSink {
-  float* db;
-  float* dc;
-  void operator()(i64 n, float a, float b) {
-    db[n] = a;
-    dc[n] = b;
-  }
-};
-
 template <typename S>
 static void test_scan(const char* name, i64 R, i64 Tn, i64 H, i64 P, i64 N, i64 Q) {
   const bool pl = P == 1;
@@ -360,40 +316,9 @@ static void test_scan(const char* name, i64 R, i64 Tn, i64 H, i64 P, i64 N, i64 
   const std::vector<S> X = store<S>(x), DT = store<S>(dtv), BC = store<S>(bc), GY = store<S>(gy);
   std::vector<S> Y(RT * ldy, S{}), DX = store<S>(dx0), DDT = store<S>(ddt0), DBC = store<S>(dbc0);
   Vec ST(d.states_size(), 0.f), DA = dA0, DDv = dD0, scratch(cu::scan_backward_scratch(d).total(), NAN);
-  const cu::Geometry g = cu::scan_geometry(d);
-  run_grid(g, [&](const cu::Thread& th) {  // the launcher's instantiation choice
-    if (d.N <= 16) cu::scan_forward_body<16>(th, Y.data(), ST.data(), X.data(), DT.data(), A.data(), BC.data(), BC.data() + N, D.data(), d);
-    else cu::scan_forward_body<64>(th, Y.data(), ST.data(), X.data(), DT.data(), A.data(), BC.data(), BC.data() + N, D.data(), d);
-  });
-  const cu::ScanBwdScratch w = cu::scan_backward_views(scratch.data(), d);
-  constexpr int NM = (int)cu::kScanMaxN;
-  run_blocks(g, [&](int bx, int by) {
-    const int nt = g.block.x, nw = nt / 32;
-    std::vector<cu::ScanBwdState<NM>> state((size_t)nt);
-    for (auto& q : state) cu::scan_backward_init(q);
-    std::vector<float> terms((size_t)(nt * 2 * N)), shared((size_t)(nw * 2 * N)), lanes(32);
-    for (i64 cc = d.nchunks() - 1; cc >= 0; cc--) {
-      const i64 t0 = cc * Q, t1 = std::min(Tn, t0 + Q);
-      block_threads(g, bx, by, [&](const cu::Thread& th) { cu::scan_backward_recompute<NM>(th, cc, w.hist, ST.data(), X.data(), DT.data(), A.data(), BC.data(), d); });
-      for (i64 t = t1 - 1; t >= t0; t--) {
-        block_threads(g, bx, by, [&](const cu::Thread& th) {
-          HostSink sink{&terms[(size_t)(th.tid() * 2 * N)], &terms[(size_t)(th.tid() * 2 * N + N)]};
-          cu::scan_backward_step<NM>(th, state[(size_t)th.tid()], t0, t, sink, DX.data(), DDT.data(), w.part_dt, GY.data(), ST.data(), w.hist,
-                                     X.data(), DT.data(), A.data(), BC.data(), BC.data() + N, D.data(), d);
-        });
-        for (int wp = 0; wp < nw; wp++)  // the device sink: warp sums, lane 0 -> shared[warp][k]
-          for (i64 k = 0; k < 2 * N; k++) {
-            for (int l = 0; l < 32; l++) lanes[(size_t)l] = terms[(size_t)((wp * 32 + l) * 2 * N + k)];
-            shared[(size_t)(wp * 2 * N + k)] = cu::emul_warp_reduce(lanes.data(), cu::SumOp());
-          }
-        block_threads(g, bx, by, [&](const cu::Thread& th) { cu::scan_backward_bc_store(th, shared.data(), w.part_bc, t, d); });
-      }
-    }
-    block_threads(g, bx, by, [&](const cu::Thread& th) { cu::scan_backward_store<NM>(th, state[(size_t)th.tid()], w.part_a, w.part_d, d); });
-  });
-  run_grid(cu::scan_bc_finish_geometry(d), [&](const cu::Thread& th) { cu::scan_bc_finish_body(th, DBC.data(), DBC.data() + N, w.part_bc, d); });
-  if (!pl) run_grid(cu::scan_dt_finish_geometry(d), [&](const cu::Thread& th) { cu::scan_dt_finish_body(th, DDT.data(), w.part_dt, d); });
-  run_grid(cu::scan_param_finish_geometry(d), [&](const cu::Thread& th) { cu::scan_param_finish_body(th, DA.data(), DDv.data(), w.part_a, w.part_d, d); });
+  cu::emul::scan_forward(Y.data(), ST.data(), X.data(), DT.data(), A.data(), BC.data(), BC.data() + N, D.data(), d);
+  cu::emul::scan_backward(DX.data(), DDT.data(), DA.data(), DBC.data(), DBC.data() + N, DDv.data(), GY.data(), ST.data(), X.data(),
+                          DT.data(), A.data(), BC.data(), BC.data() + N, D.data(), d, scratch.data());
   compare<S>("scan_forward", cs, "y", load(Y), y);
   compare<S>("scan_forward", cs, "states", ST, st);
   compare<S>("scan_backward", cs, "dx", load(DX), dx);
@@ -559,6 +484,21 @@ static void test_sums() {
     }
 }
 
+// Mamba-2's A = -exp(A_log) and dA_log += dA * A (model.cpp step_sizes / mixer_backward), fp32.
+static void test_neg_exp() {
+  const i64 n = 300;
+  const Vec alog = randn(n), dA = randn(n), d0 = randn(n);
+  Vec A(n), dl = d0, Ag(n, 0.f), dlg = d0;
+  for (i64 i = 0; i < n; i++) {
+    A[i] = -std::exp(alog[i]);
+    dl[i] += dA[i] * A[i];
+  }
+  run_grid(cu::neg_exp_geometry(n), [&](const cu::Thread& th) { cu::neg_exp_forward_body(th, Ag.data(), alog.data(), n); });
+  run_grid(cu::neg_exp_geometry(n), [&](const cu::Thread& th) { cu::neg_exp_backward_body(th, dlg.data(), dA.data(), Ag.data(), n); });
+  report("neg_exp_forward", "f32", "n300", "A", rel_err(Ag, A), 1e-5);
+  report("neg_exp_backward", "f32", "n300", "dA_log", rel_err(dlg, dl), 1e-5);
+}
+
 static void test_bf16_rounding() {
   // ties to even, ordinary rounding, sign, overflow to infinity, NaN
   const float in[] = {1.f, 1.00390625f, 1.01171875f, 1.005f, -2.5f, 3.4e38f, NAN};
@@ -597,6 +537,7 @@ static void run_all() {
 
 int main() {
   test_bf16_rounding();
+  test_neg_exp();
   run_all<float>();
   run_all<bf16>();
   test_adamw<float>(0.1, false);

@@ -44,6 +44,8 @@ int main() {
   use_all<bf16>();
   GM_USE(sum_values);
   GM_USE(clip_scale);
+  GM_USE(neg_exp_forward);
+  GM_USE(neg_exp_backward);
   std::printf("linked\n");
   return 0;
 }

@@ -3,7 +3,10 @@
 //    compares outputs and gradients with the CPU ops (one JSON line per check);
 // 2. where nvcc exists (PATH or /usr/local/cuda/bin), every native/cuda/*.cu compiles for sm_80 and
 //    sm_90 with warnings as errors (one nvcc call per file, in sequence), and the objects link with
-//    native/test/cuda_link_check.cpp, which takes the address of every launcher in kernels.h.
+//    native/test/cuda_link_check.cpp, which takes the address of every launcher in kernels.h;
+//    native/cuda/gpu_model.cpp (host code that sees only kernels.h and device.h) compiles with nvcc too;
+// 3. native/build/gm_gpu_model_emul runs the GPU model (native/cuda/gpu_model.cpp) on the emulated
+//    backend (every launcher driving the kernel bodies on the CPU) against the CPU engine's Model.
 import { describe, expect, it } from "vitest";
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
@@ -68,6 +71,42 @@ describe("CUDA kernel bodies emulated on the CPU vs the CPU ops", () => {
   });
 });
 
+interface ModelRow { check?: string; mode?: string; dtype?: string; output?: string; max_rel_err?: number; tol?: number; ok?: boolean; failures?: number; checks?: number }
+
+describe("the GPU model (native/cuda/gpu_model.cpp) on the emulated backend vs the CPU Model", () => {
+  const r = spawnSync(path.join(repoRoot, "native/build/gm_gpu_model_emul"), { encoding: "utf8", env: { ...process.env, OMP_NUM_THREADS: "1" } });
+  const rows = (r.stdout ?? "").split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as ModelRow);
+  const checks = rows.filter((x) => x.check);
+
+  it("the emulation ran and every check passed", () => {
+    expect(r.error, "native/build/gm_gpu_model_emul: run `npm run setup`").toBeUndefined();
+    expect(r.status, r.stderr).toBe(0);
+    expect(rows.at(-1)).toEqual({ failures: 0, checks: checks.length });
+    const bad = checks.filter((x) => !x.ok || !(x.max_rel_err! <= x.tol!));
+    expect(bad, JSON.stringify(bad, null, 1)).toEqual([]);
+  });
+
+  it("fp32, every combine mode: the same tensor table, hidden states and loss within 1e-4, every parameter gradient within 1e-4", () => {
+    for (const mode of ["gate", "mean", "sum", "concat", "unidirectional"]) {
+      const f = checks.filter((x) => x.mode === mode && x.dtype === "f32");
+      expect(f.find((x) => x.check === "tensor_table")?.max_rel_err, mode).toBe(0);
+      for (const c of ["hidden", "loss", "grad_norm"]) expect(f.find((x) => x.check === c)?.tol, `${mode} ${c}`).toBe(1e-4);
+      const grads = f.filter((x) => x.check === "grad");
+      // embeddings, 2 layers x 8 Mamba-2 tensors, (aggr weight + bias), norm_f, lm_head weight + bias
+      expect(grads.length, mode).toBe(1 + 2 * 8 + (mode === "gate" || mode === "concat" ? 2 : 0) + 3);
+      for (const g of grads) expect(g.tol, `${mode} ${g.output}`).toBe(1e-4);
+    }
+  });
+
+  it("two clipped AdamW steps: fp32 parameters within 1e-5 (gate, mean); bf16 working copies (gate, mean)", () => {
+    for (const mode of ["gate", "mean"]) {
+      expect(checks.find((x) => x.check === "adamw_2_steps" && x.mode === mode && x.dtype === "f32")?.tol).toBe(1e-5);
+      const b = checks.filter((x) => x.mode === mode && x.dtype === "bf16");
+      expect(b.map((x) => x.check)).toEqual(expect.arrayContaining(["hidden", "loss", "grad", "grad_norm", "adamw_2_steps"]));
+    }
+  });
+});
+
 // nvcc: the first of PATH and /usr/local/cuda/bin.
 function findNvcc(): string | null {
   for (const dir of [...(process.env.PATH ?? "").split(path.delimiter).filter(Boolean), "/usr/local/cuda/bin"]) {
@@ -105,6 +144,14 @@ describe.skipIf(!nvcc)(`nvcc compile check of native/cuda/*.cu${nvcc ? ` (${nvcc
       expect(r.status, `${f}:\n${r.stdout}${r.stderr}`).toBe(0);
       objects.push(obj);
     });
+
+  it("gpu_model.cpp (host code: only kernels.h and device.h, no cuBLAS) compiles with nvcc", () => {
+    const t0 = Date.now();
+    const r = spawnSync(nvcc!, ["-c", "-std=c++17", "-Werror", "all-warnings", path.join(cudaDir, "gpu_model.cpp"), "-o", path.join(out, "gpu_model.o")], { encoding: "utf8" });
+    times["gpu_model.cpp"] = (Date.now() - t0) / 1000;
+    expect(r.error).toBeUndefined();
+    expect(r.status, `gpu_model.cpp:\n${r.stdout}${r.stderr}`).toBe(0);
+  });
 
   // nvcc links its static CUDA runtime: look for it in the library folders nvcc reports (PATH's nvcc
   // may be a wrapper script), or skip the link step.

@@ -1,0 +1,55 @@
+// The small device interface the GPU model (gpu_model.cpp) is written against, besides the kernel
+// launchers of kernels.h: memory, copies, streams and one GEMM. Two implementations:
+//   - native/test/cuda_emul_device.cpp (GM_CUDA_EMUL): host memory, a plain fp32-accumulating loop
+//     GEMM; with the launchers emulated on the host, this is gm_gpu_model_emul.
+//   - the CUDA one: NOT WRITTEN YET (TODO): cudaMallocAsync/cudaFreeAsync (or a caching allocator),
+//     cudaMemcpyAsync, cudaMemsetAsync, cudaStreamCreate/Synchronize, and gemm() through cuBLASLt
+//     (cublasLtMatmul with CUBLAS_COMPUTE_32F; cuBLAS is column-major, so the row-major call below
+//     maps to C^T = op(B)^T op(A)^T: swap A/B, M/N and the transposes; a heuristic-picked algorithm
+//     cached per shape; a workspace). It cannot be compiled on machines without cuBLAS headers.
+// Every pointer is device memory unless named host. Calls are ordered on the stream; copies to the
+// host (copy_to_host, download) synchronise the stream before returning.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels.h"
+
+namespace gm {
+namespace cuda {
+
+enum class DType { F32, BF16 };
+template <typename T>
+constexpr DType dtype_of();
+template <>
+constexpr DType dtype_of<float>() { return DType::F32; }
+template <>
+constexpr DType dtype_of<bf16>() { return DType::BF16; }
+inline std::size_t dtype_size(DType t) { return t == DType::F32 ? 4 : 2; }
+
+namespace device {
+
+cudaStream_t stream_create();
+void stream_destroy(cudaStream_t s);
+void stream_sync(cudaStream_t s);
+
+void* alloc(std::size_t bytes);  // throws std::runtime_error when out of memory
+void free(void* p);              // null is fine
+void memset_zero(void* p, std::size_t bytes, cudaStream_t s);
+void copy_to_device(void* dst, const void* host_src, std::size_t bytes, cudaStream_t s);
+void copy_to_host(void* host_dst, const void* src, std::size_t bytes, cudaStream_t s);
+void copy_device(void* dst, const void* src, std::size_t bytes, cudaStream_t s);
+// Host floats to device values of type t (rounded to nearest even for bf16), and back.
+void upload(void* dst, DType t, const float* host_src, std::int64_t n, cudaStream_t s);
+void download(float* host_dst, const void* src, DType t, std::int64_t n, cudaStream_t s);
+
+// Row-major C[M, N] = alpha * op(A)[M, K] * op(B)[K, N] + beta * C, op(X) = X^T when trans. A is
+// stored [M, K] (lda) or, transposed, [K, M]; B [K, N] (ldb) or [N, K]; C [M, N] (ldc). Products are
+// accumulated in fp32 whatever the storage types; beta = 0 ignores C's contents.
+void gemm(bool transA, bool transB, std::int64_t M, std::int64_t N, std::int64_t K, float alpha, const void* A,
+          DType ta, std::int64_t lda, const void* B, DType tb, std::int64_t ldb, float beta, void* C, DType tc,
+          std::int64_t ldc, cudaStream_t s);
+
+}  // namespace device
+}  // namespace cuda
+}  // namespace gm

@@ -1,0 +1,438 @@
+// The GeneMamba training step on the GPU (see gpu_model.h): native/src/model.cpp's Model, op for op,
+// over the launchers of kernels.h and the device interface of device.h. Nothing here touches device
+// memory directly, so it compiles with g++ or nvcc and runs unchanged on the emulated backend.
+#include "gpu_model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <type_traits>
+
+namespace gm {
+namespace cuda {
+
+namespace dev = device;
+
+template <typename T>
+i64 GpuModel<T>::add_tensor(const std::string& name, std::vector<i64> shape, bool decay) {
+  GpuTensor t;
+  t.name = name;
+  t.shape = std::move(shape);
+  t.numel = 1;
+  for (i64 s : t.shape) t.numel *= s;
+  t.offset = tensors.empty() ? 0 : tensors.back().offset + tensors.back().numel;
+  t.decay = decay;
+  tensors.push_back(t);
+  return t.offset;
+}
+
+// The tensor table, in Model's order (model.cpp Model::Model).
+template <typename T>
+GpuModel<T>::GpuModel(const GpuConfig& c, cudaStream_t stream) : cfg(c), s_(stream) {
+  if (cfg.mixer != GpuMixer::Mamba2)
+    throw std::invalid_argument("gpu model: only the mamba2 mixer runs on the GPU path so far");
+  if (cfg.d_state < 1 || cfg.d_state > kScanMaxN) throw std::invalid_argument("gpu model: d_state must be 1..64");
+  if (cfg.headdim < 1 || cfg.d_inner() % cfg.headdim) throw std::invalid_argument("gpu model: headdim must divide d_inner");
+  const i64 d = cfg.d_model, E = cfg.d_inner(), H = cfg.nheads(), K = cfg.d_conv;
+  emb_ = add_tensor("embeddings.weight", {cfg.vocab_size, d}, false);
+  layer_.resize((size_t)cfg.n_layer);
+  for (i64 l = 0; l < cfg.n_layer; l++) {
+    const std::string p = "mamba_mixer.layers." + std::to_string(l) + ".mamba.";
+    Layer& o = layer_[(size_t)l];
+    o.in_proj = add_tensor(p + "in_proj.weight", {cfg.d_in_proj(), d}, true);
+    o.conv_w = add_tensor(p + "conv1d.weight", {cfg.conv_dim(), 1, K}, true);
+    o.conv_b = add_tensor(p + "conv1d.bias", {cfg.conv_dim()}, false);
+    o.dt_bias = add_tensor(p + "dt_bias", {H}, false);
+    o.A_log = add_tensor(p + "A_log", {H}, false);
+    o.D = add_tensor(p + "D", {H}, false);
+    o.norm_w = add_tensor(p + "norm.weight", {E}, false);
+    o.out_proj = add_tensor(p + "out_proj.weight", {d, E}, true);
+  }
+  if (cfg.has_aggr()) {
+    aggr_w_ = add_tensor("mamba_mixer.aggr.weight", {d, 2 * d}, true);
+    aggr_b_ = add_tensor("mamba_mixer.aggr.bias", {d}, false);
+  }
+  norm_f_ = add_tensor("norm_f.weight", {d}, false);
+  head_w_ = add_tensor("lm_head.weight", {cfg.vocab_size, d}, true);
+  head_b_ = add_tensor("lm_head.bias", {cfg.vocab_size}, false);
+  n_ = tensors.back().offset + tensors.back().numel;
+  const std::size_t bytes = (std::size_t)n_ * sizeof(float);
+  master_ = (float*)dev::alloc(bytes);
+  grad_ = (float*)dev::alloc(bytes);
+  m_ = (float*)dev::alloc(bytes);
+  v_ = (float*)dev::alloc(bytes);
+  if (!std::is_same<T, float>::value) copy_ = (T*)dev::alloc((std::size_t)n_ * sizeof(T));
+  for (float* p : {master_, grad_, m_, v_}) dev::memset_zero(p, bytes, s_);
+  if (copy_) dev::memset_zero(copy_, (std::size_t)n_ * sizeof(T), s_);
+  clip_ = (float*)dev::alloc(sizeof(float));
+  dsum_ = (double*)dev::alloc(sizeof(double));
+  sum_scratch_ = (double*)dev::alloc((std::size_t)sum_scratch_doubles(n_) * sizeof(double));
+}
+
+template <typename T>
+GpuModel<T>::~GpuModel() {
+  release();
+  for (void* p : {(void*)master_, (void*)grad_, (void*)m_, (void*)v_, (void*)copy_, (void*)clip_, (void*)dsum_,
+                  (void*)sum_scratch_})
+    dev::free(p);
+}
+
+template <typename T>
+const T* GpuModel<T>::P(i64 off) const {
+  if constexpr (std::is_same<T, float>::value) return master_ + off;
+  else return copy_ + off;
+}
+
+template <typename T>
+void GpuModel<T>::set_params(const float* host) {
+  dev::copy_to_device(master_, host, (std::size_t)n_ * sizeof(float), s_);
+  if (copy_) dev::upload(copy_, dtype_of<T>(), host, n_, s_);
+}
+template <typename T>
+void GpuModel<T>::get_params(float* host) const {
+  dev::copy_to_host(host, master_, (std::size_t)n_ * sizeof(float), s_);
+}
+template <typename T>
+void GpuModel<T>::set_moments(const float* m, const float* v) {
+  dev::copy_to_device(m_, m, (std::size_t)n_ * sizeof(float), s_);
+  dev::copy_to_device(v_, v, (std::size_t)n_ * sizeof(float), s_);
+}
+template <typename T>
+void GpuModel<T>::get_grads(float* host) const {
+  dev::copy_to_host(host, grad_, (std::size_t)n_ * sizeof(float), s_);
+}
+template <typename T>
+void GpuModel<T>::zero_grad() {
+  dev::memset_zero(grad_, (std::size_t)n_ * sizeof(float), s_);
+}
+
+template <typename T>
+template <typename U>
+U* GpuModel<T>::buf(i64 n) {
+  void* p = dev::alloc((std::size_t)std::max<i64>(n, 1) * sizeof(U));
+  owned_.push_back(p);
+  return (U*)p;
+}
+template <typename T>
+void GpuModel<T>::release() {
+  for (void* p : owned_) dev::free(p);
+  owned_.clear();
+  acts_.clear();
+  B_ = L_ = 0;
+}
+
+template <typename T>
+ScanDims GpuModel<T>::scan_dims() const {
+  const i64 Cc = cfg.conv_dim();
+  return ScanDims{rows(), L_, cfg.nheads(), cfg.headdim, cfg.d_state, cfg.chunk_size, Cc, cfg.nheads(), Cc, cfg.d_inner()};
+}
+
+// Device buffers for a batch shape (model.cpp ensure_buffers, plus the backward's scratch and the
+// LM head's row blocks). TODO(gpu): one arena from a caching allocator instead of one alloc each.
+template <typename T>
+void GpuModel<T>::ensure_buffers(i64 B, i64 L) {
+  if (B == B_ && L == L_) return;
+  release();
+  B_ = B;
+  L_ = L;
+  const i64 d = cfg.d_model, E = cfg.d_inner(), Dp = cfg.d_in_proj(), Cc = cfg.conv_dim(), H = cfg.nheads();
+  const i64 M = B * L, R = rows(), Mr = R * L, V = cfg.vocab_size;
+  const ScanDims sd = scan_dims();
+  head_rows_ = std::min<i64>(1024, M);
+  acts_.resize((size_t)cfg.n_layer);
+  for (Acts& a : acts_) {
+    a.proj = buf<T>(Mr * Dp);
+    a.convpre = buf<T>(Mr * Cc);
+    a.y = buf<T>(Mr * E);
+    a.rstd = buf<float>(Mr);
+    a.states = buf<float>(sd.states_size());
+    a.fb = cfg.has_aggr() ? buf<T>(M * 2 * d) : nullptr;
+    a.gate = cfg.combine == GpuCombine::Gate ? buf<T>(M * d) : nullptr;
+  }
+  xs_ = buf<T>((cfg.n_layer + 1) * M * d);
+  hidden_ = buf<T>(M * d);
+  rstd_f_ = buf<float>(M);
+  u_ = buf<T>(Mr * d);
+  xc_ = buf<T>(Mr * Cc);
+  dtv_ = buf<T>(Mr * H);
+  aexp_ = buf<float>(H);
+  daexp_ = buf<float>(H);
+  o_ = buf<T>(Mr * E);
+  mixout_ = buf<T>(Mr * d);
+  fb_tmp_ = buf<T>(M * 2 * d);
+  dx_ = buf<T>(M * d);
+  dout_ = buf<T>(M * d);
+  dfb_ = buf<T>(M * 2 * d);
+  dpre_ = buf<T>(M * d);
+  dm_ = buf<T>(Mr * d);
+  du_ = buf<T>(Mr * d);
+  do_ = buf<T>(Mr * E);
+  dy_ = buf<T>(Mr * E);
+  dproj_ = buf<T>(Mr * Dp);
+  dxc_ = buf<T>(Mr * Cc);
+  ddt_ = buf<T>(Mr * H);
+  dhidden_ = buf<T>(M * d);
+  logits_ = buf<T>(head_rows_ * V);
+  const i64 nones = std::max(Mr, head_rows_);
+  ones_ = buf<T>(nones);
+  {
+    const std::vector<float> one((size_t)nones, 1.f);
+    dev::upload(ones_, dtype_of<T>(), one.data(), nones, s_);
+  }
+  colsum_ = buf<float>(std::max({rmsnorm_backward_scratch(Mr, E), rmsnorm_backward_scratch(M, d),
+                                 softplus_backward_scratch(Mr, H), conv1d_backward_scratch(R, L, Cc, cfg.d_conv)}));
+  scan_scratch_ = buf<float>(scan_backward_scratch(sd).total());
+  row_loss_ = buf<float>(M);
+  dev::free(sum_scratch_);
+  sum_scratch_ = (double*)dev::alloc((std::size_t)sum_scratch_doubles(std::max(n_, M)) * sizeof(double));
+  tokens_ = buf<std::int32_t>(M);
+  targets_ = buf<std::int32_t>(M);
+  lengths_ = buf<std::int32_t>(B);
+  row_lengths_ = buf<std::int32_t>(R);
+  zeros_ = buf<std::int32_t>(B);
+  dev::memset_zero(zeros_, (std::size_t)B * sizeof(std::int32_t), s_);
+  order_ = buf<std::int32_t>(M);
+  seg_start_ = buf<std::int32_t>(M + 1);
+}
+
+// out[M, O] = inp[M, I] W[O, I]^T (+ bias): the bias rows first (ones[M, 1] bias[1, O]), then the
+// product added (beta = 1); without a bias, beta as given.
+template <typename T>
+void GpuModel<T>::linear_forward(T* out, i64 ld_out, const T* inp, i64 ld_inp, i64 w, i64 b, i64 M, i64 I, i64 O,
+                                 float beta) {
+  const DType t = dtype_of<T>();
+  if (b >= 0) {
+    dev::gemm(false, false, M, O, 1, 1.f, ones_, t, 1, P(b), t, O, 0.f, out, t, ld_out, s_);
+    beta = 1.f;
+  }
+  dev::gemm(false, true, M, O, I, 1.f, inp, t, ld_inp, P(w), t, I, beta, out, t, ld_out, s_);
+}
+// dinp = dout W (beta_dinp * dinp +), dW += dout^T inp (fp32), db += dout^T ones (fp32).
+template <typename T>
+void GpuModel<T>::linear_backward(T* dinp, i64 ld_dinp, i64 w, i64 b, const T* dout, i64 ld_dout, const T* inp,
+                                  i64 ld_inp, i64 M, i64 I, i64 O, float beta_dinp) {
+  if (M == 0) return;
+  const DType t = dtype_of<T>();
+  if (dinp) dev::gemm(false, false, M, I, O, 1.f, dout, t, ld_dout, P(w), t, I, beta_dinp, dinp, t, ld_dinp, s_);
+  dev::gemm(true, false, O, I, M, 1.f, dout, t, ld_dout, inp, t, ld_inp, 1.f, G(w), DType::F32, I, s_);
+  if (b >= 0) dev::gemm(true, false, O, 1, M, 1.f, dout, t, ld_dout, ones_, t, 1, 1.f, G(b), DType::F32, 1, s_);
+}
+
+// u = [x; rev(x)] (model.cpp build_mixer_input), or x alone.
+template <typename T>
+void GpuModel<T>::build_mixer_input(const T* x) {
+  const i64 d = cfg.d_model, M = B_ * L_;
+  dev::copy_device(u_, x, (std::size_t)(M * d) * sizeof(T), s_);
+  if (cfg.bidirectional()) reverse_forward(u_ + M * d, d, x, d, lengths_, B_, L_, d, s_);
+}
+
+// The conv (input masked at pads, SiLU, output masked: one fused kernel), dt = softplus(. + dt_bias)
+// and A = -exp(A_log) (model.cpp conv_input, conv_activation, step_sizes).
+template <typename T>
+void GpuModel<T>::recompute(i64 l) {
+  const Layer& o = layer_[(size_t)l];
+  const Acts& a = acts_[(size_t)l];
+  const i64 R = rows(), Mr = R * L_, E = cfg.d_inner(), Dp = cfg.d_in_proj(), Cc = cfg.conv_dim(), H = cfg.nheads();
+  conv1d_forward(a.convpre, Cc, xc_, Cc, a.proj + E, Dp, P(o.conv_w), P(o.conv_b), row_lengths_, R, L_, Cc,
+                 cfg.d_conv, s_);
+  softplus_forward(dtv_, H, a.proj + E + Cc, Dp, P(o.dt_bias), Mr, H, s_);
+  neg_exp_forward(aexp_, F(o.A_log), H, s_);
+}
+
+template <typename T>
+void GpuModel<T>::mixer_forward(i64 l) {
+  const Layer& o = layer_[(size_t)l];
+  Acts& a = acts_[(size_t)l];
+  const i64 Mr = rows() * L_, d = cfg.d_model, E = cfg.d_inner(), Dp = cfg.d_in_proj(), N = cfg.d_state;
+  linear_forward(a.proj, Dp, u_, d, o.in_proj, -1, Mr, d, Dp, 0.f);
+  recompute(l);
+  scan_forward(a.y, a.states, xc_, dtv_, aexp_, xc_ + E, xc_ + E + N, F(o.D), scan_dims(), s_);
+  gated_rmsnorm_forward(o_, a.rstd, a.y, a.proj, Dp, P(o.norm_w), Mr, E, 1e-5f, s_);
+  linear_forward(mixout_, d, o_, E, o.out_proj, -1, Mr, E, d, 0.f);
+}
+
+template <typename T>
+void GpuModel<T>::forward(const std::int32_t* tokens, const std::int32_t* lengths, i64 B, i64 L) {
+  if (B < 1 || L < 1) throw std::invalid_argument("forward: batch and length must be positive");
+  for (i64 b = 0; b < B; b++)
+    if (lengths[b] < 0 || lengths[b] > L) throw std::invalid_argument("forward: a length is outside 0..L");
+  for (i64 i = 0; i < B * L; i++)
+    if (tokens[i] < 0 || tokens[i] >= cfg.vocab_size) throw std::invalid_argument("forward: token id outside the vocabulary");
+  ensure_buffers(B, L);
+  const i64 d = cfg.d_model, M = B * L;
+  tokens_h_.assign(tokens, tokens + M);
+  lengths_h_.assign(lengths, lengths + B);
+  std::vector<std::int32_t> rl(lengths, lengths + B);
+  if (cfg.bidirectional()) rl.insert(rl.end(), lengths, lengths + B);  // mixer row r has length lengths[r % B]
+  dev::copy_to_device(tokens_, tokens, (std::size_t)M * sizeof(std::int32_t), s_);
+  dev::copy_to_device(lengths_, lengths, (std::size_t)B * sizeof(std::int32_t), s_);
+  dev::copy_to_device(row_lengths_, rl.data(), rl.size() * sizeof(std::int32_t), s_);
+  embedding_forward(xs_, tokens_, P(emb_), M, d, s_);
+  for (i64 l = 0; l < cfg.n_layer; l++) {
+    const T* x = xs_ + l * M * d;
+    T* out = xs_ + (l + 1) * M * d;
+    build_mixer_input(x);
+    mixer_forward(l);
+    if (!cfg.bidirectional()) {  // out = x + mixer(x): reverse_backward with zero lengths is a plain add
+      dev::copy_device(out, x, (std::size_t)(M * d) * sizeof(T), s_);
+      reverse_backward(out, d, mixout_, d, zeros_, B, L, d, s_);
+      continue;
+    }
+    T* fb = cfg.has_aggr() ? acts_[(size_t)l].fb : fb_tmp_;
+    bidir_merge_forward(fb, mixout_, x, lengths_, B, L, d, s_);
+    switch (cfg.combine) {
+      case GpuCombine::Gate: {
+        T* sg = acts_[(size_t)l].gate;
+        linear_forward(sg, d, fb, 2 * d, aggr_w_, aggr_b_, M, 2 * d, d, 0.f);
+        gate_forward(out, sg, fb, M, d, s_);
+        break;
+      }
+      case GpuCombine::Concat: linear_forward(out, d, fb, 2 * d, aggr_w_, aggr_b_, M, 2 * d, d, 0.f); break;
+      case GpuCombine::Mean: blend_forward(out, fb, 0.5f, 0.5f, M, d, s_); break;
+      case GpuCombine::Sum: blend_forward(out, fb, 1.f, 1.f, M, d, s_); break;
+      case GpuCombine::Unidirectional: break;
+    }
+  }
+  rmsnorm_forward(hidden_, rstd_f_, xs_ + cfg.n_layer * M * d, P(norm_f_), M, d, (float)cfg.norm_eps, s_);
+}
+
+template <typename T>
+void GpuModel<T>::get_hidden(float* host) const {
+  dev::download(host, hidden_, dtype_of<T>(), B_ * L_ * cfg.d_model, s_);
+}
+
+template <typename T>
+typename GpuModel<T>::LossResult GpuModel<T>::loss(const std::int32_t* targets, double scale, bool backward,
+                                                    const float* hidden_grad) {
+  if (B_ == 0) throw std::logic_error("loss: call forward first");
+  const i64 d = cfg.d_model, V = cfg.vocab_size, M = B_ * L_;
+  i64 K = 0;
+  for (i64 i = 0; i < M; i++) {
+    const std::int32_t t = targets[i];
+    if (t == -100) continue;
+    if (t < 0 || t >= V) throw std::invalid_argument("loss: a target is neither -100 nor a token id");
+    if (i % L_ >= lengths_h_[(size_t)(i / L_)]) throw std::invalid_argument("loss: target at a padding position (use -100 there)");
+    K++;
+  }
+  if (K == 0 && !(backward && hidden_grad)) return {0.0, 0};
+  if (backward) {
+    if (hidden_grad) dev::upload(dhidden_, dtype_of<T>(), hidden_grad, M * d, s_);
+    else dev::memset_zero(dhidden_, (std::size_t)(M * d) * sizeof(T), s_);
+  }
+  double mean = 0;
+  if (K > 0) {
+    // The LM head over every position in blocks of rows; rows whose target is -100 get a zero
+    // gradient from the cross-entropy kernel (the CPU path gathers the scored rows instead).
+    dev::copy_to_device(targets_, targets, (std::size_t)M * sizeof(std::int32_t), s_);
+    const float gscale = (float)(scale / (double)K);
+    for (i64 r0 = 0; r0 < M; r0 += head_rows_) {
+      const i64 nb = std::min(head_rows_, M - r0);
+      linear_forward(logits_, V, hidden_ + r0 * d, d, head_w_, head_b_, nb, d, V, 0.f);
+      cross_entropy_forward_backward(logits_, targets_ + r0, row_loss_ + r0, nb, V, gscale, s_);
+      if (backward)
+        linear_backward(dhidden_ + r0 * d, d, head_w_, head_b_, logits_, V, hidden_ + r0 * d, d, nb, d, V, 1.f);
+    }
+    sum_values(dsum_, row_loss_, M, sum_scratch_, s_);
+    double total = 0;
+    dev::copy_to_host(&total, dsum_, sizeof(double), s_);
+    mean = total / (double)K;
+    if (!std::isfinite(mean)) throw std::runtime_error("loss is not finite: the parameters or activations contain NaN or Inf");
+  }
+  if (!backward) return {mean, K};
+
+  const i64 R = rows(), Mr = R * L_;
+  dev::memset_zero(dx_, (std::size_t)(M * d) * sizeof(T), s_);
+  rmsnorm_backward(dx_, G(norm_f_), dhidden_, xs_ + cfg.n_layer * M * d, P(norm_f_), rstd_f_, M, d, colsum_, s_);
+  for (i64 l = cfg.n_layer - 1; l >= 0; l--) {
+    std::swap(dout_, dx_);  // dout = gradient w.r.t. this layer's output
+    const T* x = xs_ + l * M * d;
+    if (!cfg.bidirectional()) {
+      dev::copy_device(dm_, dout_, (std::size_t)(M * d) * sizeof(T), s_);
+      dev::copy_device(dx_, dout_, (std::size_t)(M * d) * sizeof(T), s_);
+    } else {
+      dev::memset_zero(dfb_, (std::size_t)(M * 2 * d) * sizeof(T), s_);
+      const Acts& a = acts_[(size_t)l];
+      switch (cfg.combine) {
+        case GpuCombine::Gate:
+          gate_backward(dfb_, dpre_, dout_, a.fb, a.gate, M, d, s_);
+          linear_backward(dfb_, 2 * d, aggr_w_, aggr_b_, dpre_, d, a.fb, 2 * d, M, 2 * d, d, 1.f);
+          break;
+        case GpuCombine::Concat:
+          linear_backward(dfb_, 2 * d, aggr_w_, aggr_b_, dout_, d, a.fb, 2 * d, M, 2 * d, d, 1.f);
+          break;
+        case GpuCombine::Mean: blend_backward(dfb_, dout_, 0.5f, 0.5f, M, d, s_); break;
+        case GpuCombine::Sum: blend_backward(dfb_, dout_, 1.f, 1.f, M, d, s_); break;
+        case GpuCombine::Unidirectional: break;
+      }
+      bidir_merge_backward(dx_, dm_, dfb_, lengths_, B_, L_, d, s_);  // writes dx = df + db and dm
+    }
+    build_mixer_input(x);
+    mixer_backward(l);
+    // dx += du[forward rows] (zero lengths: no reversal) + rev(du[reversed rows])
+    reverse_backward(dx_, d, du_, d, zeros_, B_, L_, d, s_);
+    if (cfg.bidirectional()) reverse_backward(dx_, d, du_ + M * d, d, lengths_, B_, L_, d, s_);
+  }
+  (void)Mr;
+  const EmbeddingPlan plan = embedding_plan(tokens_h_.data(), M);
+  dev::copy_to_device(order_, plan.order.data(), plan.order.size() * sizeof(std::int32_t), s_);
+  dev::copy_to_device(seg_start_, plan.seg_start.data(), plan.seg_start.size() * sizeof(std::int32_t), s_);
+  embedding_backward(G(emb_), dx_, tokens_, order_, seg_start_, plan.nseg(), M, d, s_);
+  return {mean, K};
+}
+
+// Backward of layer l's mixer: dm_ (all mixer rows) -> du_ (written), parameter gradients accumulated.
+template <typename T>
+void GpuModel<T>::mixer_backward(i64 l) {
+  const Layer& o = layer_[(size_t)l];
+  const Acts& a = acts_[(size_t)l];
+  const i64 R = rows(), L = L_, Mr = R * L, d = cfg.d_model, E = cfg.d_inner(), Dp = cfg.d_in_proj();
+  const i64 Cc = cfg.conv_dim(), N = cfg.d_state, H = cfg.nheads();
+  recompute(l);
+  dev::memset_zero(dproj_, (std::size_t)(Mr * Dp) * sizeof(T), s_);
+  dev::memset_zero(dy_, (std::size_t)(Mr * E) * sizeof(T), s_);
+  dev::memset_zero(dxc_, (std::size_t)(Mr * Cc) * sizeof(T), s_);
+  dev::memset_zero(ddt_, (std::size_t)(Mr * H) * sizeof(T), s_);
+  dev::memset_zero(daexp_, (std::size_t)H * sizeof(float), s_);
+  gated_rmsnorm_forward(o_, (float*)nullptr, a.y, a.proj, Dp, P(o.norm_w), Mr, E, 1e-5f, s_);
+  linear_backward(do_, E, o.out_proj, -1, dm_, d, o_, E, Mr, E, d, 0.f);
+  gated_rmsnorm_backward(dy_, dproj_, Dp, G(o.norm_w), do_, a.y, a.proj, Dp, P(o.norm_w), a.rstd, Mr, E, colsum_, s_);
+  scan_backward(dxc_, ddt_, daexp_, dxc_ + E, dxc_ + E + N, G(o.D), dy_, a.states, xc_, dtv_, aexp_, xc_ + E,
+                xc_ + E + N, F(o.D), scan_dims(), scan_scratch_, s_);
+  neg_exp_backward(G(o.A_log), daexp_, aexp_, H, s_);
+  softplus_backward(dproj_ + E + Cc, Dp, G(o.dt_bias), ddt_, H, a.proj + E + Cc, Dp, P(o.dt_bias), Mr, H, colsum_, s_);
+  // Through the output mask, SiLU, the conv and the input mask (fused), into in_proj's xBC columns.
+  conv1d_backward(dproj_ + E, Dp, G(o.conv_w), G(o.conv_b), dxc_, Cc, a.convpre, Cc, a.proj + E, Dp, P(o.conv_w),
+                  row_lengths_, R, L, Cc, cfg.d_conv, colsum_, s_);
+  linear_backward(du_, d, o.in_proj, -1, dproj_, Dp, u_, d, Mr, d, Dp, 0.f);
+}
+
+template <typename T>
+double GpuModel<T>::grad_norm() const {
+  sum_squares(dsum_, grad_, n_, sum_scratch_, s_);
+  double ss = 0;
+  dev::copy_to_host(&ss, dsum_, sizeof(double), s_);
+  return std::sqrt(ss);
+}
+
+// AdamW per tensor (weight decay by the table's flag), clipped on the device when max_norm > 0; with
+// T = bf16 the update also rewrites the bf16 copy the next forward reads.
+template <typename T>
+void GpuModel<T>::adamw(const GpuAdamW& o) {
+  const float* scale = nullptr;
+  if (o.max_norm > 0) {
+    sum_squares(dsum_, grad_, n_, sum_scratch_, s_);
+    clip_scale(clip_, dsum_, o.max_norm, s_);
+    scale = clip_;
+  }
+  for (const GpuTensor& t : tensors) {
+    const AdamWHyper h{o.lr, o.beta1, o.beta2, o.eps, t.decay ? o.weight_decay : 0.0, o.step, o.grad_scale};
+    adamw_update(master_ + t.offset, copy_ ? copy_ + t.offset : (T*)nullptr, grad_ + t.offset, m_ + t.offset,
+                 v_ + t.offset, t.numel, h, scale, s_);
+  }
+}
+
+template class GpuModel<float>;
+template class GpuModel<bf16>;
+
+}  // namespace cuda
+}  // namespace gm

@@ -1,0 +1,146 @@
+// The GeneMamba training step on the GPU: native/src/model.cpp's Model (embedding -> n_layer BiMamba
+// layers -> RMSNorm -> LM head, the loss and its backward, clipped AdamW), written over the kernel
+// launchers of kernels.h and the device interface of device.h only, so the same code runs on a GPU
+// and, with the emulated backend (native/test/cuda_emul_device.cpp), on the CPU (gm_gpu_model_emul
+// checks it against Model).
+//
+// Plain C++: no CUDA or BLAS headers beyond what kernels.h includes, and not model.h (which pulls in
+// cblas.h), hence GpuConfig, a copy of gm::Config's fields with the same enum orders.
+//
+// Storage: fp32 master weights, gradients and AdamW moments in four flat device buffers with
+// Model's tensor table (same names, shapes, offsets and order, so checkpoints map one to one).
+// T (float or bf16) is the storage type of the activations and of the parameter copy the forward
+// and backward passes read: with T = float that copy is the master itself; with T = bf16 it is a
+// separate buffer that AdamW rewrites from the master at every step. A, D of the scan are read from
+// the fp32 master.
+//
+// Supported: the Mamba-2 mixer with every combine mode (gate, concat, mean, sum, unidirectional).
+// Not yet: the Mamba-1 mixer (needs a y * SiLU(z) kernel and its backward), logits()/argmax,
+// activation checkpointing, several GPUs (NCCL).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "device.h"
+
+namespace gm {
+namespace cuda {
+
+enum class GpuMixer { Mamba2, Mamba1 };                               // as gm::Mixer
+enum class GpuCombine { Gate, Mean, Sum, Concat, Unidirectional };  // as gm::Combine
+
+struct GpuConfig {
+  i64 vocab_size = 0, d_model = 0, n_layer = 0;
+  GpuMixer mixer = GpuMixer::Mamba2;
+  GpuCombine combine = GpuCombine::Gate;
+  i64 d_state = 64, headdim = 64, expand = 2, d_conv = 4, dt_rank = 0;
+  double norm_eps = 1e-5;
+  std::int32_t pad_token_id = 1;
+  i64 chunk_size = 64;
+
+  i64 d_inner() const { return expand * d_model; }
+  i64 nheads() const { return mixer == GpuMixer::Mamba2 ? d_inner() / headdim : d_inner(); }
+  i64 d_in_proj() const { return mixer == GpuMixer::Mamba2 ? 2 * d_inner() + 2 * d_state + nheads() : 2 * d_inner(); }
+  i64 conv_dim() const { return mixer == GpuMixer::Mamba2 ? d_inner() + 2 * d_state : d_inner(); }
+  i64 xproj_dim() const { return dt_rank + 2 * d_state; }
+  bool bidirectional() const { return combine != GpuCombine::Unidirectional; }
+  bool has_aggr() const { return combine == GpuCombine::Gate || combine == GpuCombine::Concat; }
+};
+
+struct GpuTensor {
+  std::string name;
+  std::vector<i64> shape;
+  i64 offset = 0, numel = 0;
+  bool decay = false;
+};
+
+struct GpuAdamW {
+  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
+  long step = 1;
+  double grad_scale = 1.0;
+  double max_norm = 0.0;  // > 0: clip_grad_norm_ on the device (no host round trip) before the update
+};
+
+template <typename T>
+class GpuModel {
+ public:
+  explicit GpuModel(const GpuConfig& cfg, cudaStream_t stream = nullptr);
+  ~GpuModel();
+  GpuModel(const GpuModel&) = delete;
+  GpuModel& operator=(const GpuModel&) = delete;
+
+  const GpuConfig cfg;
+  std::vector<GpuTensor> tensors;
+  i64 num_params() const { return n_; }
+
+  // Host <-> device: fp32 parameters (and the T copy), AdamW moments, gradients.
+  void set_params(const float* host);
+  void get_params(float* host) const;
+  void set_moments(const float* m, const float* v);
+  void get_grads(float* host) const;
+  void zero_grad();
+
+  void forward(const std::int32_t* tokens, const std::int32_t* lengths, i64 B, i64 L);  // host arrays
+  void get_hidden(float* host) const;  // post-norm hidden states [B, L, d] of the last forward
+  struct LossResult {
+    double loss;
+    i64 count;
+  };
+  // As Model::loss: mean cross-entropy over targets != -100, gradient of scale * loss accumulated.
+  LossResult loss(const std::int32_t* targets, double scale, bool backward, const float* hidden_grad = nullptr);
+  double grad_norm() const;
+  void adamw(const GpuAdamW& o);
+
+ private:
+  cudaStream_t s_;
+  i64 n_ = 0;
+  struct Layer {
+    i64 in_proj = -1, conv_w = -1, conv_b = -1, dt_bias = -1, A_log = -1, D = -1, norm_w = -1, out_proj = -1;
+  };
+  std::vector<Layer> layer_;
+  i64 emb_ = -1, aggr_w_ = -1, aggr_b_ = -1, norm_f_ = -1, head_w_ = -1, head_b_ = -1;
+  i64 add_tensor(const std::string& name, std::vector<i64> shape, bool decay);
+
+  float *master_ = nullptr, *grad_ = nullptr, *m_ = nullptr, *v_ = nullptr;
+  T* copy_ = nullptr;  // bf16 parameter copy (null for T = float: the master is read directly)
+  const T* P(i64 off) const;
+  float* G(i64 off) const { return grad_ + off; }
+  const float* F(i64 off) const { return master_ + off; }
+
+  // Activations of the last forward and scratch, (re)allocated for a batch shape.
+  i64 B_ = 0, L_ = 0;
+  std::vector<std::int32_t> tokens_h_, lengths_h_;
+  std::vector<void*> owned_;
+  struct Acts {
+    T *proj, *convpre, *y, *fb, *gate;
+    float *rstd, *states;
+  };
+  std::vector<Acts> acts_;
+  T *xs_, *hidden_, *u_, *xc_, *dtv_, *o_, *mixout_, *fb_tmp_;
+  T *dx_, *dout_, *dfb_, *dpre_, *dm_, *du_, *do_, *dy_, *dproj_, *dxc_, *ddt_, *dhidden_, *logits_, *ones_;
+  float *rstd_f_, *aexp_, *daexp_, *colsum_, *scan_scratch_, *row_loss_, *clip_;
+  double *dsum_, *sum_scratch_;
+  std::int32_t *tokens_, *targets_, *lengths_, *row_lengths_, *zeros_, *order_, *seg_start_;
+  i64 head_rows_ = 0;
+  template <typename U>
+  U* buf(i64 n);
+  void release();
+  void ensure_buffers(i64 B, i64 L);
+
+  i64 rows() const { return cfg.bidirectional() ? 2 * B_ : B_; }
+  ScanDims scan_dims() const;
+  void build_mixer_input(const T* x);
+  void recompute(i64 l);
+  void mixer_forward(i64 l);
+  void mixer_backward(i64 l);
+  void linear_forward(T* out, i64 ld_out, const T* inp, i64 ld_inp, i64 w, i64 b, i64 M, i64 I, i64 O, float beta);
+  void linear_backward(T* dinp, i64 ld_dinp, i64 w, i64 b, const T* dout, i64 ld_dout, const T* inp, i64 ld_inp, i64 M,
+                       i64 I, i64 O, float beta_dinp);
+};
+
+extern template class GpuModel<float>;
+extern template class GpuModel<bf16>;
+
+}  // namespace cuda
+}  // namespace gm

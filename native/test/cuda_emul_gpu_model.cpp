@@ -1,0 +1,177 @@
+// gm_gpu_model_emul: the GPU model (native/cuda/gpu_model.cpp) on the emulated backend
+// (native/test/cuda_emul_device.cpp: every kernel body run over its launcher's grid on the CPU, host
+// memory, a loop GEMM) against the CPU engine (native/src/model.cpp Model) with the same parameters:
+// the tensor table, the loss, the post-norm hidden states and every parameter gradient (fp32 within
+// 1e-4 relative: max |gpu - cpu| / max |cpu| per tensor), two clipped AdamW steps (parameters within
+// 1e-5), and the bf16 working-copy mode (bf16 activations and parameter copy, fp32 master) within
+// looser tolerances: hidden states and loss 2e-2, gradients and the parameters after two AdamW steps
+// 1e-1 (observed <= 7.1e-3, <= 6.3e-2 and <= 2.1e-2: a bf16 value is within 2e-3 of its float, and
+// Adam's sign-like first steps turn a flipped tiny gradient into a 2 lr parameter difference). A small Mamba-2 model (vocab 40, d 16, 2 layers, d_state 8, headdim 8,
+// chunk 4) on a padded batch (lengths 11, 8, 4), every combine mode. One JSON line per check and a
+// summary; exits 1 on any failure. packages/engine/test/cuda-kernels.test.ts runs it.
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "../cuda/gpu_model.h"
+#include "model.h"
+#include "ops/global_norm.h"
+
+namespace cu = gm::cuda;
+using gm::i64;
+using Vec = std::vector<float>;
+
+static int failures = 0, checks = 0;
+static void report(const char* check, const std::string& mode, const char* dt, const std::string& output, double err,
+                   double tol) {
+  checks++;
+  const bool ok = err <= tol;
+  if (!ok) failures++;
+  std::printf("{\"check\":\"%s\",\"mode\":\"%s\",\"dtype\":\"%s\",\"output\":\"%s\",\"max_rel_err\":%.3e,\"tol\":%.0e,\"ok\":%s}\n",
+              check, mode.c_str(), dt, output.c_str(), err, tol, ok ? "true" : "false");
+}
+static double rel_err(const float* a, const float* b, i64 n) {
+  double md = 0, mb = 0;
+  for (i64 i = 0; i < n; i++) {
+    const double d = std::fabs((double)a[i] - (double)b[i]);
+    if (std::isnan(d)) return NAN;
+    md = std::max(md, d);
+    mb = std::max(mb, std::fabs((double)b[i]));
+  }
+  return mb > 0 ? md / mb : md;
+}
+
+static const char* mode_name(gm::Combine c) {
+  switch (c) {
+    case gm::Combine::Gate: return "gate";
+    case gm::Combine::Mean: return "mean";
+    case gm::Combine::Sum: return "sum";
+    case gm::Combine::Concat: return "concat";
+    default: return "unidirectional";
+  }
+}
+
+static gm::Config small_config(gm::Combine c) {
+  gm::Config g;
+  g.vocab_size = 40;
+  g.d_model = 16;
+  g.n_layer = 2;
+  g.mixer = gm::Mixer::Mamba2;
+  g.combine = c;
+  g.d_state = 8;
+  g.headdim = 8;
+  g.chunk_size = 4;
+  return g;
+}
+static cu::GpuConfig gpu_config(const gm::Config& c) {
+  cu::GpuConfig g;
+  g.vocab_size = c.vocab_size;
+  g.d_model = c.d_model;
+  g.n_layer = c.n_layer;
+  g.mixer = (cu::GpuMixer)(int)c.mixer;
+  g.combine = (cu::GpuCombine)(int)c.combine;
+  g.d_state = c.d_state;
+  g.headdim = c.headdim;
+  g.expand = c.expand;
+  g.d_conv = c.d_conv;
+  g.dt_rank = c.dt_rank;
+  g.norm_eps = c.norm_eps;
+  g.pad_token_id = c.pad_token_id;
+  g.chunk_size = c.chunk_size;
+  return g;
+}
+
+struct Batch {
+  i64 B = 3, L = 11;
+  std::vector<std::int32_t> lengths{11, 8, 4}, tokens, targets;
+};
+static Batch make_batch(int V, std::uint64_t seed) {
+  Batch b;
+  std::mt19937_64 rng(seed);
+  b.tokens.assign((size_t)(b.B * b.L), 1);
+  b.targets.assign((size_t)(b.B * b.L), -100);
+  for (i64 r = 0; r < b.B; r++)
+    for (i64 t = 0; t < b.lengths[(size_t)r]; t++) {
+      b.tokens[(size_t)(r * b.L + t)] = (std::int32_t)(rng() % (std::uint64_t)V);
+      if (t % 3 != 1) b.targets[(size_t)(r * b.L + t)] = (std::int32_t)(rng() % (std::uint64_t)V);  // some -100 inside
+    }
+  return b;
+}
+
+template <typename T>
+static void check_mode(gm::Combine comb, bool adam, double tol_out, double tol_grad) {
+  const std::string mode = mode_name(comb);
+  const char* dt = sizeof(T) == 4 ? "f32" : "bf16";
+  const gm::Config cfg = small_config(comb);
+  gm::Model cpu(cfg);
+  cpu.init(1234);
+  cu::GpuModel<T> gpu(gpu_config(cfg));
+  // the tensor table, one to one
+  bool same = gpu.tensors.size() == cpu.tensors.size() && gpu.num_params() == (i64)cpu.params.size();
+  for (size_t i = 0; same && i < cpu.tensors.size(); i++) {
+    const auto &a = gpu.tensors[i], &b = cpu.tensors[i];
+    same = a.name == b.name && a.shape == b.shape && a.offset == b.offset && a.numel == b.numel && a.decay == b.decay;
+  }
+  if (sizeof(T) == 4) report("tensor_table", mode, dt, "names_shapes_offsets_decay", same ? 0 : 1, 0);
+  if (!same) return;
+  gpu.set_params(cpu.params.data());
+  const Batch bt = make_batch((int)cfg.vocab_size, 99);
+  const i64 M = bt.B * bt.L, d = cfg.d_model, n = (i64)cpu.params.size();
+
+  cpu.zero_grad();
+  gpu.zero_grad();
+  cpu.forward(bt.tokens.data(), bt.lengths.data(), bt.B, bt.L);
+  gpu.forward(bt.tokens.data(), bt.lengths.data(), bt.B, bt.L);
+  Vec hid((size_t)(M * d));
+  gpu.get_hidden(hid.data());
+  report("hidden", mode, dt, "hidden", rel_err(hid.data(), cpu.hidden(), M * d), tol_out);
+  const auto lc = cpu.loss(bt.targets.data(), 1.0, true);
+  const auto lg = gpu.loss(bt.targets.data(), 1.0, true);
+  report("loss", mode, dt, "loss", std::fabs(lg.loss - lc.loss) / std::fabs(lc.loss) + (lg.count != lc.count), tol_out);
+  Vec g((size_t)n);
+  gpu.get_grads(g.data());
+  for (const auto& t : cpu.tensors)
+    report("grad", mode, dt, t.name, rel_err(g.data() + t.offset, cpu.grads.data() + t.offset, t.numel), tol_grad);
+  report("grad_norm", mode, dt, "norm", std::fabs(gpu.grad_norm() - cpu.grad_norm()) / cpu.grad_norm(), tol_grad);
+  if (!adam) return;
+
+  // Two clipped AdamW steps (the first clips: max_norm below the gradient norm), then the parameters.
+  const double max_norm = 0.5 * cpu.grad_norm();
+  for (long step = 1; step <= 2; step++) {
+    if (step > 1) {
+      cpu.zero_grad();
+      gpu.zero_grad();
+      cpu.forward(bt.tokens.data(), bt.lengths.data(), bt.B, bt.L);
+      gpu.forward(bt.tokens.data(), bt.lengths.data(), bt.B, bt.L);
+      cpu.loss(bt.targets.data(), 1.0, true);
+      gpu.loss(bt.targets.data(), 1.0, true);
+    }
+    gm::AdamWOptions o;
+    o.lr = 1e-3;
+    o.weight_decay = 0.1;
+    o.step = step;
+    o.grad_scale = gm::clip_scale(cpu.grad_norm(), max_norm);
+    cpu.adamw(o);
+    cu::GpuAdamW h;
+    h.lr = 1e-3;
+    h.weight_decay = 0.1;
+    h.step = step;
+    h.max_norm = max_norm;
+    gpu.adamw(h);
+  }
+  Vec p((size_t)n);
+  gpu.get_params(p.data());
+  double worst = 0;
+  for (const auto& t : cpu.tensors) worst = std::max(worst, rel_err(p.data() + t.offset, cpu.params.data() + t.offset, t.numel));
+  report("adamw_2_steps", mode, dt, "params", worst, sizeof(T) == 4 ? 1e-5 : tol_grad);
+}
+
+int main() {
+  for (gm::Combine c : {gm::Combine::Gate, gm::Combine::Mean, gm::Combine::Sum, gm::Combine::Concat, gm::Combine::Unidirectional})
+    check_mode<float>(c, c == gm::Combine::Gate || c == gm::Combine::Mean, 1e-4, 1e-4);
+  for (gm::Combine c : {gm::Combine::Gate, gm::Combine::Mean}) check_mode<cu::bf16>(c, true, 2e-2, 1e-1);
+  std::printf("{\"failures\":%d,\"checks\":%d}\n", failures, checks);
+  return failures ? 1 : 0;
+}
