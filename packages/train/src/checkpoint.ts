@@ -104,12 +104,7 @@ export function saveCheckpoint(o: SaveOptions): string {
   try {
     o.model.save(tmp, { gm_step: String(o.state.step) });
     o.afterModelWritten?.();
-    const { m, v } = o.model.optimizerState();
-    const tensors = o.model.tensors.flatMap((t) => [
-      { name: `exp_avg.${t.name}`, shape: t.shape, data: m.subarray(t.offset, t.offset + t.numel) },
-      { name: `exp_avg_sq.${t.name}`, shape: t.shape, data: v.subarray(t.offset, t.offset + t.numel) },
-    ]);
-    writeSafetensors(path.join(tmp, "optimizer.safetensors"), tensors, { format: "gm.adamw/1", step: String(o.state.step) });
+    writeSafetensors(path.join(tmp, "optimizer.safetensors"), adamTensors(o.model), { format: "gm.adamw/1", step: String(o.state.step) });
     writeJsonAtomic(path.join(tmp, "vocab.json"), o.vocabJson);
     writeJsonAtomic(path.join(tmp, "trainer_state.json"), o.state);
     if (o.mediansFile) fs.copyFileSync(o.mediansFile, path.join(tmp, MEDIANS_FILE));
@@ -140,22 +135,45 @@ export function readTrainerState(dir: string): TrainerState {
   return s;
 }
 
+/** Anything with AdamW moments over a tensor table: the backbone, the fine-tuning head. */
+export interface AdamOwner {
+  readonly tensors: { name: string; shape: number[]; offset: number; numel: number }[];
+  optimizerState(): { m: Float32Array; v: Float32Array };
+}
+
+/** The owner's AdamW moments as safetensors entries `<prefix>exp_avg.<name>` / `<prefix>exp_avg_sq.<name>` (views, no copy). */
+export function adamTensors(owner: AdamOwner, prefix = ""): { name: string; shape: number[]; data: Float32Array }[] {
+  const { m, v } = owner.optimizerState();
+  return owner.tensors.flatMap((t) => [
+    { name: `${prefix}exp_avg.${t.name}`, shape: t.shape, data: m.subarray(t.offset, t.offset + t.numel) },
+    { name: `${prefix}exp_avg_sq.${t.name}`, shape: t.shape, data: v.subarray(t.offset, t.offset + t.numel) },
+  ]);
+}
+
+/** Reads the AdamW moments of each (prefix, owner) part from an optimizer state file into the owners' buffers. */
+export function readAdamState(file: string, parts: { prefix: string; owner: AdamOwner }[]): void {
+  const header = readHeader(file);
+  const fd = fs.openSync(file, "r");
+  try {
+    for (const { prefix, owner } of parts) {
+      const { m, v } = owner.optimizerState();
+      for (const t of owner.tensors)
+        for (const [k, buf] of [["exp_avg", m], ["exp_avg_sq", v]] as const) {
+          const name = `${prefix}${k}.${t.name}`;
+          const e = header.tensors.get(name);
+          if (!e) throw inputError(file, `missing tensor ${name}; the optimizer state does not match the model`);
+          if (e.shape.join(",") !== t.shape.join(",")) throw inputError(file, `tensor ${name} has shape [${e.shape}], the model needs [${t.shape}]`);
+          readTensorInto(file, header, e, buf.subarray(t.offset, t.offset + t.numel), fd);
+        }
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 /** Loads the AdamW moments of a checkpoint into the model's optimizer buffers. */
 export function loadOptimizerState(dir: string, model: GeneMamba): void {
   const file = path.join(dir, "optimizer.safetensors");
   if (!fs.existsSync(file)) throw inputError(file, "missing: the checkpoint has no optimizer state; it cannot be resumed exactly");
-  const header = readHeader(file);
-  const { m, v } = model.optimizerState();
-  const fd = fs.openSync(file, "r");
-  try {
-    for (const t of model.tensors)
-      for (const [prefix, buf] of [["exp_avg", m], ["exp_avg_sq", v]] as const) {
-        const e = header.tensors.get(`${prefix}.${t.name}`);
-        if (!e) throw inputError(file, `missing tensor ${prefix}.${t.name}; the optimizer state does not match the model`);
-        if (e.shape.join(",") !== t.shape.join(",")) throw inputError(file, `tensor ${prefix}.${t.name} has shape [${e.shape}], the model needs [${t.shape}]`);
-        readTensorInto(file, header, e, buf.subarray(t.offset, t.offset + t.numel), fd);
-      }
-  } finally {
-    fs.closeSync(fd);
-  }
+  readAdamState(file, [{ prefix: "", owner: model }]);
 }

@@ -15,11 +15,12 @@ import * as path from "node:path";
 import { randomBytes } from "node:crypto";
 import { createProgress, getLogger, inputError, readJsonFile, usageError, writeFileAtomic, writeJsonAtomic, type Logger } from "@gm/core";
 import type { Vocabulary } from "@gm/data";
-import { ClassifierHead, GeneMamba, padBatch, readHeader, readTensorInto, writeSafetensors, type Batch } from "@gm/engine";
+import { ClassifierHead, GeneMamba, padBatch, writeSafetensors, type Batch } from "@gm/engine";
 import { classificationReport, type ClassificationReport } from "@gm/eval";
 import { bundleMedians, CLS_TOKEN, HEAD_FILE, LABELS_FILE, loadModelBundle, type LabelsInfo, type ModelBundle } from "./bundle.js";
 import { openCellSource, type InputCell } from "./cells.js";
-import { MEDIANS_FILE } from "./checkpoint.js";
+import { adamTensors, MEDIANS_FILE, readAdamState, type AdamOwner } from "./checkpoint.js";
+import { csvField } from "./predict.js";
 import { JsonlWriter } from "./metrics.js";
 import { Rng, Stream } from "./rng.js";
 import { splitFromColumn, stratifiedSplit, type Part } from "./split.js";
@@ -230,10 +231,6 @@ function fingerprintOf(o: FinetuneOptions, bundle: ModelBundle): string {
   return JSON.stringify({ ...rest, model: path.resolve(bundle.dir), data: path.resolve(o.data) });
 }
 
-function csvField(s: string): string {
-  return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
-}
-
 /** Saves a model bundle folder atomically (temporary folder + rename). */
 function saveBundle(dir: string, model: GeneMamba, head: ClassifierHead, vocab: Vocabulary, labels: LabelsInfo, mediansFile: string | undefined, extra?: (tmp: string) => void): void {
   const parent = path.dirname(dir);
@@ -254,34 +251,9 @@ function saveBundle(dir: string, model: GeneMamba, head: ClassifierHead, vocab: 
   }
 }
 
-function saveOptimizer(file: string, model: GeneMamba, head: ClassifierHead, frozen: boolean): void {
-  const tensors = [];
-  for (const [prefix, owner] of [["backbone", model], ["head", head]] as const) {
-    if (prefix === "backbone" && frozen) continue;
-    const { m, v } = owner.optimizerState();
-    for (const t of owner.tensors)
-      tensors.push({ name: `${prefix}.exp_avg.${t.name}`, shape: t.shape, data: m.subarray(t.offset, t.offset + t.numel) }, { name: `${prefix}.exp_avg_sq.${t.name}`, shape: t.shape, data: v.subarray(t.offset, t.offset + t.numel) });
-  }
-  writeSafetensors(file, tensors, { format: "gm.finetune-adam/1" });
-}
-
-function loadOptimizer(file: string, model: GeneMamba, head: ClassifierHead, frozen: boolean): void {
-  const header = readHeader(file);
-  const fd = fs.openSync(file, "r");
-  try {
-    for (const [prefix, owner] of [["backbone", model], ["head", head]] as const) {
-      if (prefix === "backbone" && frozen) continue;
-      const { m, v } = owner.optimizerState();
-      for (const t of owner.tensors)
-        for (const [k, buf] of [["exp_avg", m], ["exp_avg_sq", v]] as const) {
-          const e = header.tensors.get(`${prefix}.${k}.${t.name}`);
-          if (!e) throw inputError(file, `missing ${prefix}.${k}.${t.name}; the fine-tuning state is incomplete`);
-          readTensorInto(file, header, e, buf.subarray(t.offset, t.offset + t.numel), fd);
-        }
-    }
-  } finally {
-    fs.closeSync(fd);
-  }
+/** Fine-tuning's AdamW state: the head's moments and, unless frozen, the backbone's. */
+function optimizerParts(model: GeneMamba, head: ClassifierHead, frozen: boolean): { prefix: string; owner: AdamOwner }[] {
+  return [...(frozen ? [] : [{ prefix: "backbone.", owner: model }]), { prefix: "head.", owner: head }];
 }
 
 export async function finetune(o: FinetuneOptions, log: Logger = getLogger()): Promise<FinetuneSummary> {
@@ -319,7 +291,7 @@ export async function finetune(o: FinetuneOptions, log: Logger = getLogger()): P
     if (prev.fingerprint !== fingerprint) throw inputError(path.join(lastDir, "state.json"), "was written with other options, model or data; resume with the same command");
     model = GeneMamba.load(lastDir);
     head = ClassifierHead.load(path.join(lastDir, HEAD_FILE));
-    loadOptimizer(path.join(lastDir, "optimizer.safetensors"), model, head, o.freezeBackbone);
+    readAdamState(path.join(lastDir, "optimizer.safetensors"), optimizerParts(model, head, o.freezeBackbone));
     Object.assign(st, prev);
     history.truncateAfter(st.epoch);
     log.info({ epoch: st.epoch, best: st.best_val_macro_f1 }, `resuming after epoch ${st.epoch} (best validation macro-F1 ${st.best_val_macro_f1.toFixed(4)} at epoch ${st.best_epoch})`);
@@ -405,7 +377,7 @@ export async function finetune(o: FinetuneOptions, log: Logger = getLogger()): P
       saveBundle(path.join(o.out, "best"), model, head, vocab, labelsInfo, bundle.mediansFile);
     } else st.since_best++;
     saveBundle(lastDir, model, head, vocab, labelsInfo, bundle.mediansFile, (tmp) => {
-      saveOptimizer(path.join(tmp, "optimizer.safetensors"), model, head, o.freezeBackbone);
+      writeSafetensors(path.join(tmp, "optimizer.safetensors"), optimizerParts(model, head, o.freezeBackbone).flatMap((p) => adamTensors(p.owner, p.prefix)), { format: "gm.finetune-adam/1" });
       writeJsonAtomic(path.join(tmp, "state.json"), st);
     });
     log.info(rec, `epoch ${epoch}: train loss ${rec.train_loss.toFixed(4)}, validation loss ${rec.val_loss.toFixed(4)}, accuracy ${rec.val_accuracy.toFixed(4)}, macro-F1 ${rec.val_macro_f1.toFixed(4)}${st.best_epoch === epoch ? " (best)" : ""} in ${seconds.toFixed(1)} s`);
