@@ -75,14 +75,7 @@ for (const n of sizes) {
   const gmNmi = nmi(labels, km), gmAri = ariSklearn(labels, km);
   const [full, tFull] = time(() => integrationScores({ x, n, d, labels: names, batches, k: 15, seed: 0, louvain: true, umapMaxCells: 0, distanceSums }));
   writeNpy(path.join(work, "X.npy"), x, [n, d]);
-  // labels as an int32 .npy
-  const header = `{'descr': '<i4', 'fortran_order': False, 'shape': (${n},), }`;
-  const pad = " ".repeat((64 - ((10 + header.length + 1) % 64)) % 64) + "\n";
-  const pre = Buffer.alloc(10);
-  pre.write("\x93NUMPY", 0, "latin1");
-  pre[6] = 1;
-  pre.writeUInt16LE(header.length + pad.length, 8);
-  fs.writeFileSync(path.join(work, "labels.npy"), Buffer.concat([pre, Buffer.from(header + pad, "latin1"), Buffer.from(labels.buffer)]));
+  writeNpy(path.join(work, "labels.npy"), labels, [n]);
   const py = spawnSync("/usr/bin/python3", [path.join(root, "scripts/bench/eval_sklearn.py"), path.join(work, "X.npy"), path.join(work, "labels.npy")], { encoding: "utf8", env: { ...process.env, OMP_NUM_THREADS: String(threads), OPENBLAS_NUM_THREADS: String(threads) } });
   const sk = py.status === 0 ? JSON.parse(py.stdout.trim().split("\n").pop()) : null;
   if (!sk) console.error(`scikit-learn side failed: ${py.stderr.trim().split("\n").pop()}`);

@@ -62,9 +62,10 @@ export interface EmbedResult {
   runtime: RuntimeKind;
 }
 
-/** Writes a float32 (n, d) .npy file (format 1.0, C order). */
-export function writeNpy(file: string, data: Float32Array, shape: number[]): void {
-  let header = `{'descr': '<f4', 'fortran_order': False, 'shape': (${shape.join(", ")}${shape.length === 1 ? "," : ""}), }`;
+/** Writes a float32 or int32 .npy file (format 1.0, C order). */
+export function writeNpy(file: string, data: Float32Array | Int32Array, shape: number[]): void {
+  const descr = data instanceof Int32Array ? "<i4" : "<f4";
+  let header = `{'descr': '${descr}', 'fortran_order': False, 'shape': (${shape.join(", ")}${shape.length === 1 ? "," : ""}), }`;
   const total = 10 + header.length + 1;
   header += " ".repeat((64 - (total % 64)) % 64) + "\n";
   const pre = Buffer.alloc(10);

@@ -19,7 +19,7 @@ import { subsampleIndices, umapLayout } from "../analysis/umap.js";
 import { takeRows } from "../analysis/knn.js";
 import { encodeLabels } from "../metrics/labels.js";
 import { ariScib, ariSklearn, nmi } from "../metrics/clustering.js";
-import { aswBatch, aswLabel, isolatedLabelsAsw, type DistanceSums } from "../metrics/silhouette.js";
+import { aswBatch, aswLabel, distanceSumsTs, isolatedLabelsAsw, type DistanceSums } from "../metrics/silhouette.js";
 import { graphConnectivity } from "../metrics/graph.js";
 import { avgBatch, avgBio } from "../metrics/aggregate.js";
 
@@ -52,8 +52,26 @@ export interface IntegrationResult {
 
 const finite = (v: number): number | null => (Number.isFinite(v) ? v : null);
 
+/**
+ * The distance-sum kernel with a cache of whole-embedding calls: cell-type ASW and isolated-label
+ * ASW both need the sums for the cell-type labels over all cells (the O(n²·d) part), so the second
+ * reuses the first's (batch ASW's per-type calls in between are on subsets and are not kept).
+ */
+function reuseWholeSums(inner: DistanceSums, nAll: number): DistanceSums {
+  const kept: { x: Float32Array; codes: Int32Array; k: number; sums: Float64Array }[] = [];
+  return (x, n, d, codes, k) => {
+    if (n !== nAll) return inner(x, n, d, codes, k);
+    const hit = kept.find((e) => e.x === x && e.k === k && e.codes.every((c, i) => c === codes[i]));
+    if (hit) return hit.sums;
+    const sums = inner(x, n, d, codes, k);
+    kept.push({ x, codes: Int32Array.from(codes), k, sums });
+    return sums;
+  };
+}
+
 export function integrationScores(inp: IntegrationInput): IntegrationResult {
   const { x, n, d } = inp;
+  inp = { ...inp, distanceSums: reuseWholeSums(inp.distanceSums ?? distanceSumsTs, n) };
   if (n < 3) throw new Error(`integration metrics need at least 3 cells (got ${n})`);
   const seconds: Record<string, number> = {};
   const timed = <T>(stage: string, f: () => T): T => {
