@@ -29,11 +29,11 @@ i64 GpuModel<T>::add_tensor(const std::string& name, std::vector<i64> shape, boo
 // The tensor table, in Model's order (model.cpp Model::Model).
 template <typename T>
 GpuModel<T>::GpuModel(const GpuConfig& c, cudaStream_t stream) : cfg(c), s_(stream) {
-  if (cfg.mixer != GpuMixer::Mamba2)
-    throw std::invalid_argument("gpu model: only the mamba2 mixer runs on the GPU path so far");
   if (cfg.d_state < 1 || cfg.d_state > kScanMaxN) throw std::invalid_argument("gpu model: d_state must be 1..64");
-  if (cfg.headdim < 1 || cfg.d_inner() % cfg.headdim) throw std::invalid_argument("gpu model: headdim must divide d_inner");
-  const i64 d = cfg.d_model, E = cfg.d_inner(), H = cfg.nheads(), K = cfg.d_conv;
+  if (!mamba1() && (cfg.headdim < 1 || cfg.d_inner() % cfg.headdim))
+    throw std::invalid_argument("gpu model: headdim must divide d_inner");
+  if (mamba1() && cfg.dt_rank < 1) throw std::invalid_argument("gpu model: dt_rank must be positive for mamba1");
+  const i64 d = cfg.d_model, E = cfg.d_inner(), H = cfg.nheads(), N = cfg.d_state, K = cfg.d_conv;
   emb_ = add_tensor("embeddings.weight", {cfg.vocab_size, d}, false);
   layer_.resize((size_t)cfg.n_layer);
   for (i64 l = 0; l < cfg.n_layer; l++) {
@@ -42,10 +42,18 @@ GpuModel<T>::GpuModel(const GpuConfig& c, cudaStream_t stream) : cfg(c), s_(stre
     o.in_proj = add_tensor(p + "in_proj.weight", {cfg.d_in_proj(), d}, true);
     o.conv_w = add_tensor(p + "conv1d.weight", {cfg.conv_dim(), 1, K}, true);
     o.conv_b = add_tensor(p + "conv1d.bias", {cfg.conv_dim()}, false);
-    o.dt_bias = add_tensor(p + "dt_bias", {H}, false);
-    o.A_log = add_tensor(p + "A_log", {H}, false);
-    o.D = add_tensor(p + "D", {H}, false);
-    o.norm_w = add_tensor(p + "norm.weight", {E}, false);
+    if (!mamba1()) {
+      o.dt_bias = add_tensor(p + "dt_bias", {H}, false);
+      o.A_log = add_tensor(p + "A_log", {H}, false);
+      o.D = add_tensor(p + "D", {H}, false);
+      o.norm_w = add_tensor(p + "norm.weight", {E}, false);
+    } else {
+      o.x_proj = add_tensor(p + "x_proj.weight", {cfg.xproj_dim(), E}, true);
+      o.dt_proj_w = add_tensor(p + "dt_proj.weight", {E, cfg.dt_rank}, true);
+      o.dt_proj_b = add_tensor(p + "dt_proj.bias", {E}, false);
+      o.A_log = add_tensor(p + "A_log", {E, N}, false);
+      o.D = add_tensor(p + "D", {E}, false);
+    }
     o.out_proj = add_tensor(p + "out_proj.weight", {d, E}, true);
   }
   if (cfg.has_aggr()) {
@@ -123,8 +131,10 @@ void GpuModel<T>::release() {
 
 template <typename T>
 ScanDims GpuModel<T>::scan_dims() const {
-  const i64 Cc = cfg.conv_dim();
-  return ScanDims{rows(), L_, cfg.nheads(), cfg.headdim, cfg.d_state, cfg.chunk_size, Cc, cfg.nheads(), Cc, cfg.d_inner()};
+  const i64 Cc = cfg.conv_dim(), E = cfg.d_inner();
+  if (mamba1())  // model.cpp scan_shape: every channel its own lane, dt and A[c, :]; B, C in x_proj's output
+    return ScanDims{rows(), L_, E, 1, cfg.d_state, cfg.chunk_size, E, E, cfg.xproj_dim(), E};
+  return ScanDims{rows(), L_, cfg.nheads(), cfg.headdim, cfg.d_state, cfg.chunk_size, Cc, cfg.nheads(), Cc, E};
 }
 
 // Device buffers for a batch shape (model.cpp ensure_buffers, plus the backward's scratch and the
@@ -136,7 +146,8 @@ void GpuModel<T>::ensure_buffers(i64 B, i64 L) {
   B_ = B;
   L_ = L;
   const i64 d = cfg.d_model, E = cfg.d_inner(), Dp = cfg.d_in_proj(), Cc = cfg.conv_dim(), H = cfg.nheads();
-  const i64 M = B * L, R = rows(), Mr = R * L, V = cfg.vocab_size;
+  const i64 M = B * L, R = rows(), Mr = R * L, V = cfg.vocab_size, X = cfg.xproj_dim();
+  const i64 Hd = mamba1() ? E : H;  // step sizes per (row, step): one per head, or per channel
   const ScanDims sd = scan_dims();
   head_rows_ = std::min<i64>(1024, M);
   acts_.resize((size_t)cfg.n_layer);
@@ -144,7 +155,9 @@ void GpuModel<T>::ensure_buffers(i64 B, i64 L) {
     a.proj = buf<T>(Mr * Dp);
     a.convpre = buf<T>(Mr * Cc);
     a.y = buf<T>(Mr * E);
-    a.rstd = buf<float>(Mr);
+    a.rstd = mamba1() ? nullptr : buf<float>(Mr);
+    a.xdbl = mamba1() ? buf<T>(Mr * X) : nullptr;
+    a.dtpre = mamba1() ? buf<T>(Mr * E) : nullptr;
     a.states = buf<float>(sd.states_size());
     a.fb = cfg.has_aggr() ? buf<T>(M * 2 * d) : nullptr;
     a.gate = cfg.combine == GpuCombine::Gate ? buf<T>(M * d) : nullptr;
@@ -154,9 +167,9 @@ void GpuModel<T>::ensure_buffers(i64 B, i64 L) {
   rstd_f_ = buf<float>(M);
   u_ = buf<T>(Mr * d);
   xc_ = buf<T>(Mr * Cc);
-  dtv_ = buf<T>(Mr * H);
-  aexp_ = buf<float>(H);
-  daexp_ = buf<float>(H);
+  dtv_ = buf<T>(Mr * Hd);
+  aexp_ = buf<float>(sd.a_size());
+  daexp_ = buf<float>(sd.a_size());
   o_ = buf<T>(Mr * E);
   mixout_ = buf<T>(Mr * d);
   fb_tmp_ = buf<T>(M * 2 * d);
@@ -170,7 +183,10 @@ void GpuModel<T>::ensure_buffers(i64 B, i64 L) {
   dy_ = buf<T>(Mr * E);
   dproj_ = buf<T>(Mr * Dp);
   dxc_ = buf<T>(Mr * Cc);
-  ddt_ = buf<T>(Mr * H);
+  ddt_ = buf<T>(Mr * Hd);
+  dxdbl_ = mamba1() ? buf<T>(Mr * X) : nullptr;
+  ddtpre_ = mamba1() ? buf<T>(Mr * E) : nullptr;
+  argmax_ = buf<std::int32_t>(head_rows_);
   dhidden_ = buf<T>(M * d);
   logits_ = buf<T>(head_rows_ * V);
   const i64 nones = std::max(Mr, head_rows_);
@@ -180,7 +196,7 @@ void GpuModel<T>::ensure_buffers(i64 B, i64 L) {
     dev::upload(ones_, dtype_of<T>(), one.data(), nones, s_);
   }
   colsum_ = buf<float>(std::max({rmsnorm_backward_scratch(Mr, E), rmsnorm_backward_scratch(M, d),
-                                 softplus_backward_scratch(Mr, H), conv1d_backward_scratch(R, L, Cc, cfg.d_conv)}));
+                                 softplus_backward_scratch(Mr, Hd), conv1d_backward_scratch(R, L, Cc, cfg.d_conv)}));
   scan_scratch_ = buf<float>(scan_backward_scratch(sd).total());
   row_loss_ = buf<float>(M);
   dev::free(sum_scratch_);
@@ -199,7 +215,7 @@ void GpuModel<T>::ensure_buffers(i64 B, i64 L) {
 // product added (beta = 1); without a bias, beta as given.
 template <typename T>
 void GpuModel<T>::linear_forward(T* out, i64 ld_out, const T* inp, i64 ld_inp, i64 w, i64 b, i64 M, i64 I, i64 O,
-                                 float beta) {
+                                 float beta) const {
   const DType t = dtype_of<T>();
   if (b >= 0) {
     dev::gemm(false, false, M, O, 1, 1.f, ones_, t, 1, P(b), t, O, 0.f, out, t, ld_out, s_);
@@ -226,17 +242,36 @@ void GpuModel<T>::build_mixer_input(const T* x) {
   if (cfg.bidirectional()) reverse_forward(u_ + M * d, d, x, d, lengths_, B_, L_, d, s_);
 }
 
-// The conv (input masked at pads, SiLU, output masked: one fused kernel), dt = softplus(. + dt_bias)
-// and A = -exp(A_log) (model.cpp conv_input, conv_activation, step_sizes).
+// The conv (input masked at pads, SiLU, output masked: one fused kernel) over in_proj's xBC (Mamba-2)
+// or x (Mamba-1) columns (model.cpp conv_input, conv_activation).
 template <typename T>
-void GpuModel<T>::recompute(i64 l) {
+void GpuModel<T>::recompute_conv(i64 l) {
   const Layer& o = layer_[(size_t)l];
   const Acts& a = acts_[(size_t)l];
-  const i64 R = rows(), Mr = R * L_, E = cfg.d_inner(), Dp = cfg.d_in_proj(), Cc = cfg.conv_dim(), H = cfg.nheads();
-  conv1d_forward(a.convpre, Cc, xc_, Cc, a.proj + E, Dp, P(o.conv_w), P(o.conv_b), row_lengths_, R, L_, Cc,
+  const i64 R = rows(), Dp = cfg.d_in_proj(), Cc = cfg.conv_dim();
+  const i64 xbc_col = mamba1() ? 0 : cfg.d_inner();
+  conv1d_forward(a.convpre, Cc, xc_, Cc, a.proj + xbc_col, Dp, P(o.conv_w), P(o.conv_b), row_lengths_, R, L_, Cc,
                  cfg.d_conv, s_);
-  softplus_forward(dtv_, H, a.proj + E + Cc, Dp, P(o.dt_bias), Mr, H, s_);
-  neg_exp_forward(aexp_, F(o.A_log), H, s_);
+}
+// dt = softplus(. + bias) and A = -exp(A_log) (model.cpp step_sizes): Mamba-2 from in_proj's dt
+// columns and one A per head; Mamba-1 from dt_proj's stored output and A[c, :] per channel.
+template <typename T>
+void GpuModel<T>::step_sizes(i64 l) {
+  const Layer& o = layer_[(size_t)l];
+  const Acts& a = acts_[(size_t)l];
+  const i64 Mr = rows() * L_, E = cfg.d_inner(), Dp = cfg.d_in_proj(), Cc = cfg.conv_dim(), H = cfg.nheads();
+  if (mamba1()) {
+    softplus_forward(dtv_, E, a.dtpre, E, P(o.dt_proj_b), Mr, E, s_);
+    neg_exp_forward(aexp_, F(o.A_log), E * cfg.d_state, s_);
+  } else {
+    softplus_forward(dtv_, H, a.proj + E + Cc, Dp, P(o.dt_bias), Mr, H, s_);
+    neg_exp_forward(aexp_, F(o.A_log), H, s_);
+  }
+}
+template <typename T>
+void GpuModel<T>::recompute(i64 l) {
+  recompute_conv(l);
+  step_sizes(l);
 }
 
 template <typename T>
@@ -245,9 +280,19 @@ void GpuModel<T>::mixer_forward(i64 l) {
   Acts& a = acts_[(size_t)l];
   const i64 Mr = rows() * L_, d = cfg.d_model, E = cfg.d_inner(), Dp = cfg.d_in_proj(), N = cfg.d_state;
   linear_forward(a.proj, Dp, u_, d, o.in_proj, -1, Mr, d, Dp, 0.f);
-  recompute(l);
-  scan_forward(a.y, a.states, xc_, dtv_, aexp_, xc_ + E, xc_ + E + N, F(o.D), scan_dims(), s_);
-  gated_rmsnorm_forward(o_, a.rstd, a.y, a.proj, Dp, P(o.norm_w), Mr, E, 1e-5f, s_);
+  if (mamba1()) {
+    const i64 X = cfg.xproj_dim(), Rk = cfg.dt_rank;
+    recompute_conv(l);
+    linear_forward(a.xdbl, X, xc_, E, o.x_proj, -1, Mr, E, X, 0.f);
+    linear_forward(a.dtpre, E, a.xdbl, X, o.dt_proj_w, -1, Mr, Rk, E, 0.f);
+    step_sizes(l);
+    scan_forward(a.y, a.states, xc_, dtv_, aexp_, a.xdbl + Rk, a.xdbl + Rk + N, F(o.D), scan_dims(), s_);
+    silu_gate_forward(o_, a.y, a.proj + E, Dp, Mr, E, s_);
+  } else {
+    recompute(l);
+    scan_forward(a.y, a.states, xc_, dtv_, aexp_, xc_ + E, xc_ + E + N, F(o.D), scan_dims(), s_);
+    gated_rmsnorm_forward(o_, a.rstd, a.y, a.proj, Dp, P(o.norm_w), Mr, E, 1e-5f, s_);
+  }
   linear_forward(mixout_, d, o_, E, o.out_proj, -1, Mr, E, d, 0.f);
 }
 
@@ -299,6 +344,29 @@ void GpuModel<T>::forward(const std::int32_t* tokens, const std::int32_t* length
 template <typename T>
 void GpuModel<T>::get_hidden(float* host) const {
   dev::download(host, hidden_, dtype_of<T>(), B_ * L_ * cfg.d_model, s_);
+}
+
+// The LM head in blocks of head_rows_ rows (model.cpp logits / argmax_logits).
+template <typename T>
+void GpuModel<T>::logits(float* host) const {
+  if (B_ == 0) throw std::logic_error("logits: call forward first");
+  const i64 d = cfg.d_model, V = cfg.vocab_size, M = B_ * L_;
+  for (i64 r0 = 0; r0 < M; r0 += head_rows_) {
+    const i64 nb = std::min(head_rows_, M - r0);
+    linear_forward(logits_, V, hidden_ + r0 * d, d, head_w_, head_b_, nb, d, V, 0.f);
+    dev::download(host + r0 * V, logits_, dtype_of<T>(), nb * V, s_);
+  }
+}
+template <typename T>
+void GpuModel<T>::argmax_logits(std::int32_t* host) const {
+  if (B_ == 0) throw std::logic_error("argmax_logits: call forward first");
+  const i64 d = cfg.d_model, V = cfg.vocab_size, M = B_ * L_;
+  for (i64 r0 = 0; r0 < M; r0 += head_rows_) {
+    const i64 nb = std::min(head_rows_, M - r0);
+    linear_forward(logits_, V, hidden_ + r0 * d, d, head_w_, head_b_, nb, d, V, 0.f);
+    argmax_rows(argmax_, logits_, nb, V, s_);
+    dev::copy_to_host(host + r0, argmax_, (std::size_t)nb * sizeof(std::int32_t), s_);
+  }
 }
 
 template <typename T>
@@ -391,13 +459,33 @@ void GpuModel<T>::mixer_backward(i64 l) {
   dev::memset_zero(dproj_, (std::size_t)(Mr * Dp) * sizeof(T), s_);
   dev::memset_zero(dy_, (std::size_t)(Mr * E) * sizeof(T), s_);
   dev::memset_zero(dxc_, (std::size_t)(Mr * Cc) * sizeof(T), s_);
+  const ScanDims sd = scan_dims();
+  dev::memset_zero(daexp_, (std::size_t)sd.a_size() * sizeof(float), s_);
+  if (mamba1()) {
+    const i64 X = cfg.xproj_dim(), Rk = cfg.dt_rank;
+    dev::memset_zero(ddt_, (std::size_t)(Mr * E) * sizeof(T), s_);
+    dev::memset_zero(dxdbl_, (std::size_t)(Mr * X) * sizeof(T), s_);
+    dev::memset_zero(ddtpre_, (std::size_t)(Mr * E) * sizeof(T), s_);
+    silu_gate_forward(o_, a.y, a.proj + E, Dp, Mr, E, s_);
+    linear_backward(do_, E, o.out_proj, -1, dm_, d, o_, E, Mr, E, d, 0.f);
+    silu_gate_backward(dy_, dproj_ + E, Dp, do_, a.y, a.proj + E, Dp, Mr, E, s_);  // dy, and dz into in_proj's z
+    scan_backward(dxc_, ddt_, daexp_, dxdbl_ + Rk, dxdbl_ + Rk + N, G(o.D), dy_, a.states, xc_, dtv_, aexp_,
+                  a.xdbl + Rk, a.xdbl + Rk + N, F(o.D), sd, scan_scratch_, s_);
+    neg_exp_backward(G(o.A_log), daexp_, aexp_, E * N, s_);
+    softplus_backward(ddtpre_, E, G(o.dt_proj_b), ddt_, E, a.dtpre, E, P(o.dt_proj_b), Mr, E, colsum_, s_);
+    linear_backward(dxdbl_, X, o.dt_proj_w, -1, ddtpre_, E, a.xdbl, X, Mr, Rk, E, 1.f);  // dt_lr columns
+    linear_backward(dxc_, E, o.x_proj, -1, dxdbl_, X, xc_, E, Mr, E, X, 1.f);             // dxc += dxdbl W_x
+    conv1d_backward(dproj_, Dp, G(o.conv_w), G(o.conv_b), dxc_, Cc, a.convpre, Cc, a.proj, Dp, P(o.conv_w),
+                    row_lengths_, R, L, Cc, cfg.d_conv, colsum_, s_);
+    linear_backward(du_, d, o.in_proj, -1, dproj_, Dp, u_, d, Mr, d, Dp, 0.f);
+    return;
+  }
   dev::memset_zero(ddt_, (std::size_t)(Mr * H) * sizeof(T), s_);
-  dev::memset_zero(daexp_, (std::size_t)H * sizeof(float), s_);
   gated_rmsnorm_forward(o_, (float*)nullptr, a.y, a.proj, Dp, P(o.norm_w), Mr, E, 1e-5f, s_);
   linear_backward(do_, E, o.out_proj, -1, dm_, d, o_, E, Mr, E, d, 0.f);
   gated_rmsnorm_backward(dy_, dproj_, Dp, G(o.norm_w), do_, a.y, a.proj, Dp, P(o.norm_w), a.rstd, Mr, E, colsum_, s_);
   scan_backward(dxc_, ddt_, daexp_, dxc_ + E, dxc_ + E + N, G(o.D), dy_, a.states, xc_, dtv_, aexp_, xc_ + E,
-                xc_ + E + N, F(o.D), scan_dims(), scan_scratch_, s_);
+                xc_ + E + N, F(o.D), sd, scan_scratch_, s_);
   neg_exp_backward(G(o.A_log), daexp_, aexp_, H, s_);
   softplus_backward(dproj_ + E + Cc, Dp, G(o.dt_bias), ddt_, H, a.proj + E + Cc, Dp, P(o.dt_bias), Mr, H, colsum_, s_);
   // Through the output mask, SiLU, the conv and the input mask (fused), into in_proj's xBC columns.

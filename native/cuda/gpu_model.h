@@ -14,9 +14,9 @@
 // separate buffer that AdamW rewrites from the master at every step. A, D of the scan are read from
 // the fp32 master.
 //
-// Supported: the Mamba-2 mixer with every combine mode (gate, concat, mean, sum, unidirectional).
-// Not yet: the Mamba-1 mixer (needs a y * SiLU(z) kernel and its backward), logits()/argmax,
-// activation checkpointing, several GPUs (NCCL).
+// Supported: both mixers (Mamba-2; Mamba-1 with x_proj, dt_proj, per-channel A[c, :], D and the
+// y * SiLU(z) gate) with every combine mode (gate, concat, mean, sum, unidirectional), logits() and
+// argmax_logits(). Not yet: activation checkpointing, several GPUs (NCCL).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -83,6 +83,11 @@ class GpuModel {
 
   void forward(const std::int32_t* tokens, const std::int32_t* lengths, i64 B, i64 L);  // host arrays
   void get_hidden(float* host) const;  // post-norm hidden states [B, L, d] of the last forward
+  // As Model::logits / argmax_logits, for the last forward: the LM head over every position, in
+  // blocks of rows through the device GEMM. logits: host [B*L, V] floats; argmax: host [B*L] ids,
+  // computed on the device (argmax_rows), so only the indices come back.
+  void logits(float* host) const;
+  void argmax_logits(std::int32_t* host) const;
   struct LossResult {
     double loss;
     i64 count;
@@ -97,6 +102,7 @@ class GpuModel {
   i64 n_ = 0;
   struct Layer {
     i64 in_proj = -1, conv_w = -1, conv_b = -1, dt_bias = -1, A_log = -1, D = -1, norm_w = -1, out_proj = -1;
+    i64 x_proj = -1, dt_proj_w = -1, dt_proj_b = -1;  // Mamba-1
   };
   std::vector<Layer> layer_;
   i64 emb_ = -1, aggr_w_ = -1, aggr_b_ = -1, norm_f_ = -1, head_w_ = -1, head_b_ = -1;
@@ -114,11 +120,14 @@ class GpuModel {
   std::vector<void*> owned_;
   struct Acts {
     T *proj, *convpre, *y, *fb, *gate;
+    T *xdbl, *dtpre;  // Mamba-1: x_proj's output [dt_lr | B | C] and dt_proj's (before softplus)
     float *rstd, *states;
   };
   std::vector<Acts> acts_;
   T *xs_, *hidden_, *u_, *xc_, *dtv_, *o_, *mixout_, *fb_tmp_;
   T *dx_, *dout_, *dfb_, *dpre_, *dm_, *du_, *do_, *dy_, *dproj_, *dxc_, *ddt_, *dhidden_, *logits_, *ones_;
+  T *dxdbl_, *ddtpre_;  // Mamba-1
+  std::int32_t* argmax_;
   float *rstd_f_, *aexp_, *daexp_, *colsum_, *scan_scratch_, *row_loss_, *clip_;
   double *dsum_, *sum_scratch_;
   std::int32_t *tokens_, *targets_, *lengths_, *row_lengths_, *zeros_, *order_, *seg_start_;
@@ -131,10 +140,14 @@ class GpuModel {
   i64 rows() const { return cfg.bidirectional() ? 2 * B_ : B_; }
   ScanDims scan_dims() const;
   void build_mixer_input(const T* x);
+  void recompute_conv(i64 l);
+  void step_sizes(i64 l);
   void recompute(i64 l);
   void mixer_forward(i64 l);
   void mixer_backward(i64 l);
-  void linear_forward(T* out, i64 ld_out, const T* inp, i64 ld_inp, i64 w, i64 b, i64 M, i64 I, i64 O, float beta);
+  bool mamba1() const { return cfg.mixer == GpuMixer::Mamba1; }
+  void linear_forward(T* out, i64 ld_out, const T* inp, i64 ld_inp, i64 w, i64 b, i64 M, i64 I, i64 O,
+                      float beta) const;
   void linear_backward(T* dinp, i64 ld_dinp, i64 w, i64 b, const T* dout, i64 ld_dout, const T* inp, i64 ld_inp, i64 M,
                        i64 I, i64 O, float beta_dinp);
 };

@@ -98,6 +98,17 @@ template <typename T>  // writes dx = df + db and dmix (forward rows df, reverse
 void bidir_merge_backward(T* dx, T* dmix, const T* dfb, const std::int32_t* lengths, i64 B, i64 L, i64 C,
                           cudaStream_t stream);
 
+// Mamba-1's gate: out [M, C] = y [M, C] * SiLU(z) (z with leading dimension ld_z); backward
+// accumulates dy += g SiLU(z), dz += g y SiLU'(z).
+template <typename T>
+void silu_gate_forward(T* out, const T* y, const T* z, i64 ld_z, i64 M, i64 C, cudaStream_t stream);
+template <typename T>
+void silu_gate_backward(T* dy, T* dz, i64 ld_dz, const T* dout, const T* y, const T* z, i64 ld_z, i64 M, i64 C,
+                        cudaStream_t stream);
+// out[m] = argmax over v of x[m, v] (x [M, V], e.g. logits; ties: the smallest index). Writes.
+template <typename T>
+void argmax_rows(std::int32_t* out, const T* x, i64 M, i64 V, cudaStream_t stream);
+
 // ---- selective scan (scan.cu); both shapes, N <= kScanMaxN, rows <= 65535.
 template <typename T>
 void scan_forward(T* y, float* states, const T* x, const T* dt, const float* A, const T* B, const T* C, const float* D,

@@ -59,6 +59,23 @@ __global__ void bidir_merge_backward_kernel(T* dx, T* dmix, const T* dfb, const 
   bidir_merge_backward_body(this_thread(), dx, dmix, dfb, lengths, B, L, C);
 }
 
+template <typename T>
+__global__ void silu_gate_forward_kernel(T* out, const T* y, const T* z, i64 ld_z, i64 M, i64 C) {
+  silu_gate_forward_body(this_thread(), out, y, z, ld_z, M, C);
+}
+template <typename T>
+__global__ void silu_gate_backward_kernel(T* dy, T* dz, i64 ld_dz, const T* dout, const T* y, const T* z, i64 ld_z,
+                                          i64 M, i64 C) {
+  silu_gate_backward_body(this_thread(), dy, dz, ld_dz, dout, y, z, ld_z, M, C);
+}
+template <typename T>
+__global__ void argmax_rows_kernel(std::int32_t* out, const T* x, i64 V) {
+  __shared__ unsigned long long sh[32];
+  const Thread th = this_thread();
+  const unsigned long long key = block_reduce(argmax_partial(th, x, V), ArgMaxOp(), sh);
+  argmax_finish(th, key, out);
+}
+
 __global__ void neg_exp_forward_kernel(float* A, const float* A_log, i64 n) {
   neg_exp_forward_body(this_thread(), A, A_log, n);
 }
@@ -147,6 +164,26 @@ void bidir_merge_backward(T* dx, T* dmix, const T* dfb, const std::int32_t* leng
   check_launch("bidir_merge_backward");
 }
 
+template <typename T>
+void silu_gate_forward(T* out, const T* y, const T* z, i64 ld_z, i64 M, i64 C, cudaStream_t stream) {
+  if (M * C <= 0) return;
+  GM_LAUNCH(silu_gate_forward_kernel<T>, elementwise_geometry(M, C), stream)(out, y, z, ld_z, M, C);
+  check_launch("silu_gate_forward");
+}
+template <typename T>
+void silu_gate_backward(T* dy, T* dz, i64 ld_dz, const T* dout, const T* y, const T* z, i64 ld_z, i64 M, i64 C,
+                        cudaStream_t stream) {
+  if (M * C <= 0) return;
+  GM_LAUNCH(silu_gate_backward_kernel<T>, elementwise_geometry(M, C), stream)(dy, dz, ld_dz, dout, y, z, ld_z, M, C);
+  check_launch("silu_gate_backward");
+}
+template <typename T>
+void argmax_rows(std::int32_t* out, const T* x, i64 M, i64 V, cudaStream_t stream) {
+  if (M <= 0 || V <= 0) return;
+  GM_LAUNCH(argmax_rows_kernel<T>, argmax_geometry(M, V), stream)(out, x, V);
+  check_launch("argmax_rows");
+}
+
 #define GM_INST(T)                                                                                                  \
   template void softplus_forward<T>(T*, i64, const T*, i64, const T*, i64, i64, cudaStream_t);                      \
   template void softplus_backward<T>(T*, i64, float*, const T*, i64, const T*, i64, const T*, i64, i64, float*,     \
@@ -158,7 +195,10 @@ void bidir_merge_backward(T* dx, T* dmix, const T* dfb, const std::int32_t* leng
   template void reverse_forward<T>(T*, i64, const T*, i64, const std::int32_t*, i64, i64, i64, cudaStream_t);       \
   template void reverse_backward<T>(T*, i64, const T*, i64, const std::int32_t*, i64, i64, i64, cudaStream_t);      \
   template void bidir_merge_forward<T>(T*, const T*, const T*, const std::int32_t*, i64, i64, i64, cudaStream_t);   \
-  template void bidir_merge_backward<T>(T*, T*, const T*, const std::int32_t*, i64, i64, i64, cudaStream_t);
+  template void bidir_merge_backward<T>(T*, T*, const T*, const std::int32_t*, i64, i64, i64, cudaStream_t);    \
+  template void silu_gate_forward<T>(T*, const T*, const T*, i64, i64, i64, cudaStream_t);                          \
+  template void silu_gate_backward<T>(T*, T*, i64, const T*, const T*, const T*, i64, i64, i64, cudaStream_t);      \
+  template void argmax_rows<T>(std::int32_t*, const T*, i64, i64, cudaStream_t);
 GM_INST(float)
 GM_INST(bf16)
 

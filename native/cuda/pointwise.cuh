@@ -126,6 +126,60 @@ GM_HD inline void bidir_merge_backward_body(const Thread& th, T* dx, T* dmix, co
   dmix[((B + b) * L + t) * C + c] = dfb[(b * L + reversed_position(t, lengths[b])) * 2 * C + C + c];
 }
 
+// ---- Mamba-1's gate (model.cpp mamba1_gate / mixer_backward): out = y * SiLU(z), y and out [M, C]
+// contiguous, z with leading dimension ld_z (in_proj's z columns). Backward accumulates
+// dy += g * SiLU(z) and dz += g * y * SiLU'(z) (the CPU path writes both into zeroed buffers).
+template <typename T>
+GM_HD inline void silu_gate_forward_body(const Thread& th, T* out, const T* y, const T* z, i64 ld_z, i64 M, i64 C) {
+  const i64 i = th.global_x();
+  if (i >= M * C) return;
+  const i64 m = i / C, c = i % C;
+  put(out + i, get(y + i) * siluf(get(z + m * ld_z + c)));
+}
+template <typename T>
+GM_HD inline void silu_gate_backward_body(const Thread& th, T* dy, T* dz, i64 ld_dz, const T* dout, const T* y, const T* z,
+                                          i64 ld_z, i64 M, i64 C) {
+  const i64 i = th.global_x();
+  if (i >= M * C) return;
+  const i64 m = i / C, c = i % C;
+  const float g = get(dout + i), zv = get(z + m * ld_z + c);
+  add(dy + i, g * siluf(zv));
+  add(dz + m * ld_dz + c, g * get(y + i) * silu_gradf(zv));
+}
+
+// ---- argmax over each row of x [M, V] (logits): one block per row; ties go to the smallest index
+// (as the CPU's first-max loop). Each thread's best (value, index) is packed into one 64-bit key,
+// an order-preserving image of the float above ~index, so the block max is a plain integer max.
+inline Geometry argmax_geometry(i64 M, i64 V) { return geometry_rows(M, V); }
+struct ArgMaxOp {
+  template <typename V>
+  GM_HD V operator()(V a, V b) const { return a > b ? a : b; }
+  template <typename V>
+  GM_HD static V identity() { return V(0); }
+};
+GM_HD inline unsigned long long argmax_key(float v, i64 idx) {
+  std::uint32_t u;
+  memcpy(&u, &v, sizeof u);
+  u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);  // float order -> unsigned order
+  return ((unsigned long long)u << 32) | (unsigned long long)(0xffffffffu - (std::uint32_t)idx);
+}
+GM_HD inline std::int32_t argmax_index(unsigned long long key) {
+  return (std::int32_t)(0xffffffffu - (std::uint32_t)(key & 0xffffffffull));
+}
+template <typename T>
+GM_HD inline unsigned long long argmax_partial(const Thread& th, const T* x, i64 V) {
+  const i64 m = th.block.x;
+  unsigned long long best = 0;
+  for (i64 v = th.tid(); v < V; v += th.nthreads()) {
+    const unsigned long long k = argmax_key(get(x + m * V + v), v);
+    best = k > best ? k : best;
+  }
+  return best;
+}
+GM_HD inline void argmax_finish(const Thread& th, unsigned long long key, std::int32_t* out) {
+  if (th.tid() == 0) out[th.block.x] = argmax_index(key);
+}
+
 // ---- Mamba-2's per-head decay A = -exp(A_log) (fp32 master values in, fp32 out) and its backward
 // dA_log += dA * A (as model.cpp step_sizes / mixer_backward).
 inline Geometry neg_exp_geometry(i64 n) { return geometry_1d(n); }

@@ -403,6 +403,59 @@ static void test_combine() {
   }
 }
 
+// ---------------------------------------------------------------- Mamba-1 gate and row argmax
+// Against model.cpp's loops (mamba1_gate, mixer_backward's Mamba-1 branch, argmax_logits), with the
+// kernel's accumulate convention (the CPU writes into zeroed buffers: here both start from random).
+template <typename S>
+static void test_silu_gate() {
+  const i64 M = 37, C = 20, ldz = 47;
+  const std::string cs = shape({{"M", M}, {"C", C}, {"ldz", ldz}});
+  const Vec y = rounded<S>(randn(M * C)), z = rounded<S>(randn(M * ldz, 3.f)), g = rounded<S>(randn(M * C));
+  const Vec dy0 = rounded<S>(randn(M * C)), dz0 = rounded<S>(randn(M * ldz));
+  Vec out(M * C), dy = dy0, dz = dz0;
+  for (i64 m = 0; m < M; m++)
+    for (i64 c = 0; c < C; c++) {
+      const float zv = z[m * ldz + c], gv = g[m * C + c];
+      out[m * C + c] = y[m * C + c] * gm::silu(zv);
+      dy[m * C + c] += gv * gm::silu(zv);
+      dz[m * ldz + c] += gv * y[m * C + c] * gm::silu_grad(zv);
+    }
+  const std::vector<S> Y = store<S>(y), Z = store<S>(z), G = store<S>(g);
+  std::vector<S> O(M * C), DY = store<S>(dy0), DZ = store<S>(dz0);
+  run_grid(cu::elementwise_geometry(M, C), [&](const cu::Thread& th) { cu::silu_gate_forward_body(th, O.data(), Y.data(), Z.data(), ldz, M, C); });
+  run_grid(cu::elementwise_geometry(M, C), [&](const cu::Thread& th) { cu::silu_gate_backward_body(th, DY.data(), DZ.data(), ldz, G.data(), Y.data(), Z.data(), ldz, M, C); });
+  compare<S>("silu_gate_forward", cs, "out", load(O), out);
+  compare<S>("silu_gate_backward", cs, "dy", load(DY), dy);
+  compare<S>("silu_gate_backward", cs, "dz", load(DZ), dz);
+}
+template <typename S>
+static void test_argmax(i64 M, i64 V) {
+  const std::string cs = shape({{"M", M}, {"V", V}});
+  Vec x = rounded<S>(randn(M * V));
+  x[1 * V + 5] = x[1 * V + 9] = 50.f;  // a tie: the smallest index wins
+  for (i64 v = 0; v < V; v++) x[2 * V + v] = -3.f - (float)(v % 7);  // all negative, several ties at -3
+  Vec want(M), got(M);
+  for (i64 m = 0; m < M; m++) {
+    i64 best = 0;
+    for (i64 v = 1; v < V; v++)
+      if (x[m * V + v] > x[m * V + best]) best = v;
+    want[m] = (float)best;
+  }
+  const std::vector<S> X = store<S>(x);
+  std::vector<std::int32_t> out(M, -1);
+  const cu::Geometry g = cu::argmax_geometry(M, V);
+  run_blocks(g, [&](int bx, int by) {
+    const unsigned long long key = block_reduce<unsigned long long>(g, bx, by, cu::ArgMaxOp(), [&](const cu::Thread& th) { return cu::argmax_partial(th, X.data(), V); });
+    block_threads(g, bx, by, [&](const cu::Thread& th) { cu::argmax_finish(th, key, out.data()); });
+  });
+  double bad = 0;
+  for (i64 m = 0; m < M; m++) {
+    got[m] = (float)out[m];
+    bad += got[m] != want[m];
+  }
+  report("argmax_rows", dtype<S>(), cs, "index", bad, 0);
+}
+
 // ---------------------------------------------------------------- cross-entropy
 template <typename S>
 static void test_cross_entropy(i64 V, std::vector<std::int32_t> targets) {
@@ -530,6 +583,9 @@ static void run_all() {
   test_scan<S>("mamba1", 1, 8, 5, 1, 20, 6);          // N = 20 (NM = 64), a short last chunk
   test_reverse<S>();
   test_combine<S>();
+  test_silu_gate<S>();
+  test_argmax<S>(5, 300);   // 256 threads, several values per thread
+  test_argmax<S>(3, 20);    // 32 threads, some idle
   test_cross_entropy<S>(300, {3, -100, 299, 0, 150, -100});
   test_cross_entropy<S>(50, {49, 7});
   test_sums<S>();

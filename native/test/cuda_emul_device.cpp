@@ -203,6 +203,26 @@ void bidir_merge_backward(T* dx, T* dmix, const T* dfb, const std::int32_t* leng
   if (B * L * C <= 0) return;
   run_grid(reverse_geometry(B, L, C), [&](const Thread& th) { bidir_merge_backward_body(th, dx, dmix, dfb, lengths, B, L, C); });
 }
+template <typename T>
+void silu_gate_forward(T* out, const T* y, const T* z, i64 ld_z, i64 M, i64 C, cudaStream_t) {
+  if (M * C <= 0) return;
+  run_grid(elementwise_geometry(M, C), [&](const Thread& th) { silu_gate_forward_body(th, out, y, z, ld_z, M, C); });
+}
+template <typename T>
+void silu_gate_backward(T* dy, T* dz, i64 ld_dz, const T* dout, const T* y, const T* z, i64 ld_z, i64 M, i64 C,
+                        cudaStream_t) {
+  if (M * C <= 0) return;
+  run_grid(elementwise_geometry(M, C), [&](const Thread& th) { silu_gate_backward_body(th, dy, dz, ld_dz, dout, y, z, ld_z, M, C); });
+}
+template <typename T>
+void argmax_rows(std::int32_t* out, const T* x, i64 M, i64 V, cudaStream_t) {
+  if (M <= 0 || V <= 0) return;
+  const Geometry g = argmax_geometry(M, V);
+  run_blocks(g, [&](int bx, int by) {
+    const unsigned long long key = block_reduce<unsigned long long>(g, bx, by, ArgMaxOp(), [&](const Thread& th) { return argmax_partial(th, x, V); });
+    block_threads(g, bx, by, [&](const Thread& th) { argmax_finish(th, key, out); });
+  });
+}
 void neg_exp_forward(float* A, const float* A_log, i64 n, cudaStream_t) {
   if (n <= 0) return;
   run_grid(neg_exp_geometry(n), [&](const Thread& th) { neg_exp_forward_body(th, A, A_log, n); });
@@ -295,6 +315,9 @@ void clip_scale(float* scale, const double* sumsq, double max_norm, cudaStream_t
   template void reverse_backward<T>(T*, i64, const T*, i64, const std::int32_t*, i64, i64, i64, cudaStream_t);      \
   template void bidir_merge_forward<T>(T*, const T*, const T*, const std::int32_t*, i64, i64, i64, cudaStream_t);   \
   template void bidir_merge_backward<T>(T*, T*, const T*, const std::int32_t*, i64, i64, i64, cudaStream_t);        \
+  template void silu_gate_forward<T>(T*, const T*, const T*, i64, i64, i64, cudaStream_t);                          \
+  template void silu_gate_backward<T>(T*, T*, i64, const T*, const T*, const T*, i64, i64, i64, cudaStream_t);      \
+  template void argmax_rows<T>(std::int32_t*, const T*, i64, i64, cudaStream_t);                                    \
   template void scan_forward<T>(T*, float*, const T*, const T*, const float*, const T*, const T*, const float*,    \
                                 const ScanDims&, cudaStream_t);                                                     \
   template void scan_backward<T>(T*, T*, float*, T*, T*, float*, const T*, const float*, const T*, const T*,       \

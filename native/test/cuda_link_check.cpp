@@ -32,6 +32,9 @@ static void use_all() {
   GM_USE(reverse_backward<T>);
   GM_USE(bidir_merge_forward<T>);
   GM_USE(bidir_merge_backward<T>);
+  GM_USE(silu_gate_forward<T>);
+  GM_USE(silu_gate_backward<T>);
+  GM_USE(argmax_rows<T>);
   GM_USE(scan_forward<T>);
   GM_USE(scan_backward<T>);
   GM_USE(cross_entropy_forward_backward<T>);

@@ -21,6 +21,7 @@ const KERNELS = [
   "conv1d_forward", "conv1d_backward", "softplus_forward", "softplus_backward", "scan_forward", "scan_backward",
   "reverse_forward", "reverse_backward", "bidir_merge_forward", "bidir_merge_backward", "gate_forward", "gate_backward",
   "blend_forward", "blend_backward", "cross_entropy", "sum_squares", "sum_values",
+  "silu_gate_forward", "silu_gate_backward", "argmax_rows",
 ];
 
 describe("CUDA kernel bodies emulated on the CPU vs the CPU ops", () => {
@@ -37,7 +38,7 @@ describe("CUDA kernel bodies emulated on the CPU vs the CPU ops", () => {
   });
 
   it("float32 checks use 1e-5, bf16 checks 1e-2", () => {
-    for (const x of checks.filter((c) => c.kernel !== "sum_squares" && c.kernel !== "sum_values" && c.kernel !== "clip_scale" && c.kernel !== "bf16_host_type"))
+    for (const x of checks.filter((c) => c.kernel !== "sum_squares" && c.kernel !== "sum_values" && c.kernel !== "clip_scale" && c.kernel !== "bf16_host_type" && c.kernel !== "argmax_rows"))
       expect(x.tol, `${x.kernel} ${x.case} ${x.output}`).toBe(x.dtype === "f32" ? 1e-5 : 1e-2);
   });
 
@@ -86,23 +87,28 @@ describe("the GPU model (native/cuda/gpu_model.cpp) on the emulated backend vs t
     expect(bad, JSON.stringify(bad, null, 1)).toEqual([]);
   });
 
-  it("fp32, every combine mode: the same tensor table, hidden states and loss within 1e-4, every parameter gradient within 1e-4", () => {
-    for (const mode of ["gate", "mean", "sum", "concat", "unidirectional"]) {
-      const f = checks.filter((x) => x.mode === mode && x.dtype === "f32");
-      expect(f.find((x) => x.check === "tensor_table")?.max_rel_err, mode).toBe(0);
-      for (const c of ["hidden", "loss", "grad_norm"]) expect(f.find((x) => x.check === c)?.tol, `${mode} ${c}`).toBe(1e-4);
-      const grads = f.filter((x) => x.check === "grad");
-      // embeddings, 2 layers x 8 Mamba-2 tensors, (aggr weight + bias), norm_f, lm_head weight + bias
-      expect(grads.length, mode).toBe(1 + 2 * 8 + (mode === "gate" || mode === "concat" ? 2 : 0) + 3);
-      for (const g of grads) expect(g.tol, `${mode} ${g.output}`).toBe(1e-4);
-    }
+  it("fp32, both mixers, every combine mode: the same tensor table, hidden states, logits and loss within 1e-4, argmax exact, every parameter gradient within 1e-4", () => {
+    for (const mixer of ["", "mamba1_"])
+      for (const m of ["gate", "mean", "sum", "concat", "unidirectional"]) {
+        const mode = mixer + m;
+        const f = checks.filter((x) => x.mode === mode && x.dtype === "f32");
+        expect(f.find((x) => x.check === "tensor_table")?.max_rel_err, mode).toBe(0);
+        for (const c of ["hidden", "logits", "loss", "grad_norm"]) expect(f.find((x) => x.check === c)?.tol, `${mode} ${c}`).toBe(1e-4);
+        expect(f.find((x) => x.check === "argmax")?.tol, `${mode} argmax`).toBe(0);
+        const grads = f.filter((x) => x.check === "grad");
+        // embeddings, 2 layers x (8 Mamba-2 | 9 Mamba-1 tensors), (aggr weight + bias), norm_f, lm_head weight + bias
+        expect(grads.length, mode).toBe(1 + 2 * (mixer ? 9 : 8) + (m === "gate" || m === "concat" ? 2 : 0) + 3);
+        if (mixer) expect(grads.map((g) => g.output)).toEqual(expect.arrayContaining(["mamba_mixer.layers.1.mamba.x_proj.weight", "mamba_mixer.layers.1.mamba.dt_proj.weight", "mamba_mixer.layers.1.mamba.dt_proj.bias"]));
+        for (const g of grads) expect(g.tol, `${mode} ${g.output}`).toBe(1e-4);
+      }
   });
 
-  it("two clipped AdamW steps: fp32 parameters within 1e-5 (gate, mean); bf16 working copies (gate, mean)", () => {
-    for (const mode of ["gate", "mean"]) {
+  it("two clipped AdamW steps: fp32 parameters within 1e-5 (gate, mean); bf16 working copies (gate, mean), both mixers", () => {
+    for (const mode of ["gate", "mean", "mamba1_gate", "mamba1_mean"]) {
       expect(checks.find((x) => x.check === "adamw_2_steps" && x.mode === mode && x.dtype === "f32")?.tol).toBe(1e-5);
       const b = checks.filter((x) => x.mode === mode && x.dtype === "bf16");
-      expect(b.map((x) => x.check)).toEqual(expect.arrayContaining(["hidden", "loss", "grad", "grad_norm", "adamw_2_steps"]));
+      expect(b.map((x) => x.check)).toEqual(expect.arrayContaining(["hidden", "logits", "argmax", "loss", "grad", "grad_norm", "adamw_2_steps"]));
+      for (const x of b) expect(x.tol, `${mode} ${x.check} ${x.output}`).toBe(["hidden", "logits", "argmax", "loss"].includes(x.check!) ? 2e-2 : 1e-1);
     }
   });
 });
