@@ -33,36 +33,9 @@ GpuModel<T>::GpuModel(const GpuConfig& c, cudaStream_t stream) : cfg(c), s_(stre
   if (!mamba1() && (cfg.headdim < 1 || cfg.d_inner() % cfg.headdim))
     throw std::invalid_argument("gpu model: headdim must divide d_inner");
   if (mamba1() && cfg.dt_rank < 1) throw std::invalid_argument("gpu model: dt_rank must be positive for mamba1");
-  const i64 d = cfg.d_model, E = cfg.d_inner(), H = cfg.nheads(), N = cfg.d_state, K = cfg.d_conv;
-  emb_ = add_tensor("embeddings.weight", {cfg.vocab_size, d}, false);
-  layer_.resize((size_t)cfg.n_layer);
-  for (i64 l = 0; l < cfg.n_layer; l++) {
-    const std::string p = "mamba_mixer.layers." + std::to_string(l) + ".mamba.";
-    Layer& o = layer_[(size_t)l];
-    o.in_proj = add_tensor(p + "in_proj.weight", {cfg.d_in_proj(), d}, true);
-    o.conv_w = add_tensor(p + "conv1d.weight", {cfg.conv_dim(), 1, K}, true);
-    o.conv_b = add_tensor(p + "conv1d.bias", {cfg.conv_dim()}, false);
-    if (!mamba1()) {
-      o.dt_bias = add_tensor(p + "dt_bias", {H}, false);
-      o.A_log = add_tensor(p + "A_log", {H}, false);
-      o.D = add_tensor(p + "D", {H}, false);
-      o.norm_w = add_tensor(p + "norm.weight", {E}, false);
-    } else {
-      o.x_proj = add_tensor(p + "x_proj.weight", {cfg.xproj_dim(), E}, true);
-      o.dt_proj_w = add_tensor(p + "dt_proj.weight", {E, cfg.dt_rank}, true);
-      o.dt_proj_b = add_tensor(p + "dt_proj.bias", {E}, false);
-      o.A_log = add_tensor(p + "A_log", {E, N}, false);
-      o.D = add_tensor(p + "D", {E}, false);
-    }
-    o.out_proj = add_tensor(p + "out_proj.weight", {d, E}, true);
-  }
-  if (cfg.has_aggr()) {
-    aggr_w_ = add_tensor("mamba_mixer.aggr.weight", {d, 2 * d}, true);
-    aggr_b_ = add_tensor("mamba_mixer.aggr.bias", {d}, false);
-  }
-  norm_f_ = add_tensor("norm_f.weight", {d}, false);
-  head_w_ = add_tensor("lm_head.weight", {cfg.vocab_size, d}, true);
-  head_b_ = add_tensor("lm_head.bias", {cfg.vocab_size}, false);
+  const ModelOffsets m = lay_out_tensors(cfg, !mamba1(), [this](const std::string& name, std::vector<i64> shape, bool decay) { return add_tensor(name, std::move(shape), decay); });
+  layer_ = m.layers;
+  emb_ = m.emb, aggr_w_ = m.aggr_w, aggr_b_ = m.aggr_b, norm_f_ = m.norm_f, head_w_ = m.head_w, head_b_ = m.head_b;
   n_ = tensors.back().offset + tensors.back().numel;
   const std::size_t bytes = (std::size_t)n_ * sizeof(float);
   master_ = (float*)dev::alloc(bytes);
@@ -246,7 +219,7 @@ void GpuModel<T>::build_mixer_input(const T* x) {
 // or x (Mamba-1) columns (model.cpp conv_input, conv_activation).
 template <typename T>
 void GpuModel<T>::recompute_conv(i64 l) {
-  const Layer& o = layer_[(size_t)l];
+  const LayerOffsets& o = layer_[(size_t)l];
   const Acts& a = acts_[(size_t)l];
   const i64 R = rows(), Dp = cfg.d_in_proj(), Cc = cfg.conv_dim();
   const i64 xbc_col = mamba1() ? 0 : cfg.d_inner();
@@ -257,7 +230,7 @@ void GpuModel<T>::recompute_conv(i64 l) {
 // columns and one A per head; Mamba-1 from dt_proj's stored output and A[c, :] per channel.
 template <typename T>
 void GpuModel<T>::step_sizes(i64 l) {
-  const Layer& o = layer_[(size_t)l];
+  const LayerOffsets& o = layer_[(size_t)l];
   const Acts& a = acts_[(size_t)l];
   const i64 Mr = rows() * L_, E = cfg.d_inner(), Dp = cfg.d_in_proj(), Cc = cfg.conv_dim(), H = cfg.nheads();
   if (mamba1()) {
@@ -276,7 +249,7 @@ void GpuModel<T>::recompute(i64 l) {
 
 template <typename T>
 void GpuModel<T>::mixer_forward(i64 l) {
-  const Layer& o = layer_[(size_t)l];
+  const LayerOffsets& o = layer_[(size_t)l];
   Acts& a = acts_[(size_t)l];
   const i64 Mr = rows() * L_, d = cfg.d_model, E = cfg.d_inner(), Dp = cfg.d_in_proj(), N = cfg.d_state;
   linear_forward(a.proj, Dp, u_, d, o.in_proj, -1, Mr, d, Dp, 0.f);
@@ -451,7 +424,7 @@ typename GpuModel<T>::LossResult GpuModel<T>::loss(const std::int32_t* targets, 
 // Backward of layer l's mixer: dm_ (all mixer rows) -> du_ (written), parameter gradients accumulated.
 template <typename T>
 void GpuModel<T>::mixer_backward(i64 l) {
-  const Layer& o = layer_[(size_t)l];
+  const LayerOffsets& o = layer_[(size_t)l];
   const Acts& a = acts_[(size_t)l];
   const i64 R = rows(), L = L_, Mr = R * L, d = cfg.d_model, E = cfg.d_inner(), Dp = cfg.d_in_proj();
   const i64 Cc = cfg.conv_dim(), N = cfg.d_state, H = cfg.nheads();

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "device.h"
+#include "../src/tensor_layout.h"
 
 namespace gm {
 namespace cuda {
@@ -100,11 +101,7 @@ class GpuModel {
  private:
   cudaStream_t s_;
   i64 n_ = 0;
-  struct Layer {
-    i64 in_proj = -1, conv_w = -1, conv_b = -1, dt_bias = -1, A_log = -1, D = -1, norm_w = -1, out_proj = -1;
-    i64 x_proj = -1, dt_proj_w = -1, dt_proj_b = -1;  // Mamba-1
-  };
-  std::vector<Layer> layer_;
+  std::vector<LayerOffsets> layer_;
   i64 emb_ = -1, aggr_w_ = -1, aggr_b_ = -1, norm_f_ = -1, head_w_ = -1, head_b_ = -1;
   i64 add_tensor(const std::string& name, std::vector<i64> shape, bool decay);
 

@@ -49,36 +49,9 @@ i64 Model::add_tensor(const std::string& name, std::vector<i64> shape, bool deca
 
 Model::Model(const Config& c) : cfg(c) {
   cfg.validate();
-  const i64 d = cfg.d_model, E = cfg.d_inner(), H = cfg.nheads(), N = cfg.d_state, K = cfg.d_conv;
-  emb_ = add_tensor("embeddings.weight", {cfg.vocab_size, d}, false);
-  layer_.resize(cfg.n_layer);
-  for (i64 l = 0; l < cfg.n_layer; l++) {
-    const std::string p = "mamba_mixer.layers." + std::to_string(l) + ".mamba.";
-    LayerOffsets& o = layer_[l];
-    o.in_proj = add_tensor(p + "in_proj.weight", {cfg.d_in_proj(), d}, true);
-    o.conv_w = add_tensor(p + "conv1d.weight", {cfg.conv_dim(), 1, K}, true);
-    o.conv_b = add_tensor(p + "conv1d.bias", {cfg.conv_dim()}, false);
-    if (cfg.mixer == Mixer::Mamba2) {
-      o.dt_bias = add_tensor(p + "dt_bias", {H}, false);
-      o.A_log = add_tensor(p + "A_log", {H}, false);
-      o.D = add_tensor(p + "D", {H}, false);
-      o.norm_w = add_tensor(p + "norm.weight", {E}, false);
-    } else {
-      o.x_proj = add_tensor(p + "x_proj.weight", {cfg.xproj_dim(), E}, true);
-      o.dt_proj_w = add_tensor(p + "dt_proj.weight", {E, cfg.dt_rank}, true);
-      o.dt_proj_b = add_tensor(p + "dt_proj.bias", {E}, false);
-      o.A_log = add_tensor(p + "A_log", {E, N}, false);
-      o.D = add_tensor(p + "D", {E}, false);
-    }
-    o.out_proj = add_tensor(p + "out_proj.weight", {d, E}, true);
-  }
-  if (cfg.has_aggr()) {
-    aggr_w_ = add_tensor("mamba_mixer.aggr.weight", {d, 2 * d}, true);
-    aggr_b_ = add_tensor("mamba_mixer.aggr.bias", {d}, false);
-  }
-  norm_f_ = add_tensor("norm_f.weight", {d}, false);
-  head_w_ = add_tensor("lm_head.weight", {cfg.vocab_size, d}, true);
-  head_b_ = add_tensor("lm_head.bias", {cfg.vocab_size}, false);
+  const ModelOffsets m = lay_out_tensors(cfg, cfg.mixer == Mixer::Mamba2, [this](const std::string& name, std::vector<i64> shape, bool decay) { return add_tensor(name, std::move(shape), decay); });
+  layer_ = m.layers;
+  emb_ = m.emb, aggr_w_ = m.aggr_w, aggr_b_ = m.aggr_b, norm_f_ = m.norm_f, head_w_ = m.head_w, head_b_ = m.head_b;
   const i64 n = tensors.back().offset + tensors.back().numel;
   params.assign(n, 0.f);
   grads.assign(n, 0.f);

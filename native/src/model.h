@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "ops/common.h"
+#include "tensor_layout.h"
 
 namespace gm {
 
@@ -38,12 +39,6 @@ struct TensorInfo {
   std::vector<i64> shape;
   i64 offset = 0, numel = 0;
   bool decay = false;  // weight decay applies (matrices other than the embedding)
-};
-
-// Offsets of one layer's tensors in the flat buffers (-1 when the mixer has no such tensor).
-struct LayerOffsets {
-  i64 in_proj = -1, conv_w = -1, conv_b = -1, dt_bias = -1, A_log = -1, D = -1, norm_w = -1, out_proj = -1;
-  i64 x_proj = -1, dt_proj_w = -1, dt_proj_b = -1;
 };
 
 struct AdamWOptions {
