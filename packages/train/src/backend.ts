@@ -102,8 +102,7 @@ function openNative(location: string, o: CellModelOptions): CellModel {
         }
         return mean;
       }
-      const cls = new Float32Array(b.batch * d);
-      for (let r = 0; r < b.batch; r++) cls.set(hidden.subarray(r * b.length * d, r * b.length * d + d), r * d);
+      const cls = clsStates(hidden, b, d);
       if (what === "cls") return cls;
       if (!bundle.head) throw inputError(bundle.dir, "has no classifier head");
       return softmaxRows(bundle.head.forward(cls, b.batch, false), b.batch, bundle.head.config.n_classes);
@@ -111,6 +110,21 @@ function openNative(location: string, o: CellModelOptions): CellModel {
     geneTable: (ids) => model.geneEmbeddings(ids),
     close: async () => undefined,
   };
+}
+
+/** CLS state of each row of a padded batch: position 0 of the post-norm hidden states. */
+export function clsStates(hidden: Float32Array, b: Batch, d: number): Float32Array {
+  const x = new Float32Array(b.batch * d);
+  for (let r = 0; r < b.batch; r++) x.set(hidden.subarray(r * b.length * d, r * b.length * d + d), r * d);
+  return x;
+}
+
+/** `buf`, or a copy twice its size while it holds fewer than `rows` rows of `width` values. */
+export function withRoom(buf: Float32Array, rows: number, width: number): Float32Array {
+  if (rows * width <= buf.length) return buf;
+  const bigger = new Float32Array(Math.max(rows * width, 2 * buf.length));
+  bigger.set(buf);
+  return bigger;
 }
 
 /** Row-wise softmax (in double) of logits [rows, C]. */

@@ -43,6 +43,14 @@ export interface CellSource {
   close(): void;
 }
 
+/** A cell's ids with the model's [CLS] in front (fine-tuned models read the cell from its state). */
+export function withCls(ids: Int32Array, clsId: number): Int32Array {
+  const s = new Int32Array(ids.length + 1);
+  s[0] = clsId;
+  s.set(ids, 1);
+  return s;
+}
+
 export function isTokenizedDir(p: string): boolean {
   return fs.existsSync(p) && fs.statSync(p).isDirectory() && fs.existsSync(path.join(p, "state.json"));
 }

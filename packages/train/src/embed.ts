@@ -11,8 +11,8 @@ import { createProgress, getLogger, usageError, writeFileAtomic, type Logger } f
 import { addObsmToH5ad, writeEmbeddingH5ad } from "@gm/data";
 import { padBatch } from "@gm/engine";
 import { makeData, Field, FixedSizeList, Float32, RecordBatch, Schema, Struct, Utf8, tableToIPC, Table, vectorFromArray } from "apache-arrow";
-import { BatchPipeline, openCellModel, resolveRuntime, type CellModel, type CellOutput, type RuntimeKind } from "./backend.js";
-import { isTokenizedDir, openCellSource } from "./cells.js";
+import { BatchPipeline, openCellModel, withRoom, resolveRuntime, type CellModel, type CellOutput, type RuntimeKind } from "./backend.js";
+import { isTokenizedDir, openCellSource, withCls } from "./cells.js";
 import type { OnnxProvider } from "@gm/onnx";
 
 // (packages/train/src/index.ts exports this module; the shared backend and gm predict travel with it.)
@@ -130,8 +130,7 @@ async function embedWith(model: CellModel, o: EmbedOptions, outExt: string, t0: 
   if (maxGenes < 1) throw usageError("--max-length leaves no room for genes");
   if (model.runtime === "onnx") log.info({ runtime: "onnx", provider: model.runner!.provider, workers: model.runner!.workers, threadsPerWorker: model.runner!.threadsPerWorker }, `onnxruntime: ${model.runner!.workers} session(s) on ${model.runner!.provider}`);
 
-  let cap = 1024;
-  let embedding = new Float32Array(cap * d);
+  let embedding: Float32Array = new Float32Array(1024 * d);
   const names: string[] = [];
   const sources: number[] = [];
   let withoutGenes = 0;
@@ -191,10 +190,7 @@ async function embedWith(model: CellModel, o: EmbedOptions, outExt: string, t0: 
         if (batch.length === 0) return;
         const seqs = batch.map((c) => {
           if (!cls) return c.ids.length ? c.ids : Int32Array.of(model.padId);
-          const s = new Int32Array(c.ids.length + 1);
-          s[0] = model.clsId!;
-          s.set(c.ids, 1);
-          return s;
+          return withCls(c.ids, model.clsId!);
         });
         const b = padBatch(seqs, model.padId);
         const cells = batch;
@@ -203,12 +199,7 @@ async function embedWith(model: CellModel, o: EmbedOptions, outExt: string, t0: 
       };
       for (const c of src.cells()) {
         const row = names.length;
-        if (row >= cap) {
-          cap *= 2;
-          const bigger = new Float32Array(cap * d);
-          bigger.set(embedding);
-          embedding = bigger;
-        }
+        embedding = withRoom(embedding, row + 1, d);
         names.push(o.inputs.length > 1 ? `${c.name}-${k}` : c.name);
         for (const col of carry) obsValues[col].push(c.columns[col] ?? null);
         sources.push(k);

@@ -18,7 +18,8 @@ import type { Vocabulary } from "@gm/data";
 import { ClassifierHead, GeneMamba, padBatch, writeSafetensors, type Batch } from "@gm/engine";
 import { classificationReport, type ClassificationReport } from "@gm/eval";
 import { bundleMedians, CLS_TOKEN, HEAD_FILE, LABELS_FILE, loadModelBundle, type LabelsInfo, type ModelBundle } from "./bundle.js";
-import { openCellSource, type InputCell } from "./cells.js";
+import { openCellSource, withCls, type InputCell } from "./cells.js";
+import { clsStates } from "./backend.js";
 import { adamTensors, MEDIANS_FILE, readAdamState, type AdamOwner } from "./checkpoint.js";
 import { csvField } from "./predict.js";
 import { JsonlWriter } from "./metrics.js";
@@ -176,20 +177,6 @@ function proportionalSubsample(labels: string[], max: number, seed: number): num
     for (let k = 0; k < n; k++) out.push(order[k]);
   }
   return out.sort((a, b) => a - b);
-}
-
-/** CLS state of each row of a padded batch: position 0 of the post-norm hidden states. */
-function clsStates(hidden: Float32Array, b: Batch, d: number): Float32Array {
-  const x = new Float32Array(b.batch * d);
-  for (let r = 0; r < b.batch; r++) x.set(hidden.subarray(r * b.length * d, r * b.length * d + d), r * d);
-  return x;
-}
-
-function withCls(ids: Int32Array, clsId: number): Int32Array {
-  const s = new Int32Array(ids.length + 1);
-  s[0] = clsId;
-  s.set(ids, 1);
-  return s;
 }
 
 export interface Prediction {

@@ -11,8 +11,8 @@ import { createProgress, getLogger, inputError, usageError, writeFileAtomic, typ
 import { classificationReport } from "@gm/eval";
 import { padBatch } from "@gm/engine";
 import type { OnnxProvider } from "@gm/onnx";
-import { BatchPipeline, openCellModel, resolveRuntime, type CellModel, type RuntimeKind } from "./backend.js";
-import { openCellSource } from "./cells.js";
+import { BatchPipeline, openCellModel, withRoom, resolveRuntime, type CellModel, type RuntimeKind } from "./backend.js";
+import { openCellSource, withCls } from "./cells.js";
 
 export interface PredictOptions {
   model: string;
@@ -93,8 +93,7 @@ async function predictWith(model: CellModel, o: PredictOptions, t0: number, log:
   if (model.runtime === "onnx") log.info({ runtime: "onnx", provider: model.runner!.provider, workers: model.runner!.workers, threadsPerWorker: model.runner!.threadsPerWorker }, `onnxruntime: ${model.runner!.workers} session(s) on ${model.runner!.provider}`);
   const names: string[] = [];
   const labels: (string | null)[] = [];
-  let cap = 1024;
-  let probs = new Float32Array(cap * C);
+  let probs: Float32Array = new Float32Array(1024 * C);
   let withoutGenes = 0;
   const progress = createProgress({ label: "predict", total: Math.max(0, src.nCells), unit: "cells" });
   const pipeline = new BatchPipeline<PendingBatch>(model.pipeline, (p, batch) => {
@@ -114,19 +113,11 @@ async function predictWith(model: CellModel, o: PredictOptions, t0: number, log:
     };
     for (const c of src.cells()) {
       const row = names.length;
-      if (row >= cap) {
-        cap *= 2;
-        const bigger = new Float32Array(cap * C);
-        bigger.set(probs);
-        probs = bigger;
-      }
+      probs = withRoom(probs, row + 1, C);
       names.push(c.name);
       if (o.labelKey) labels.push(c.columns[o.labelKey] ?? null);
       if (c.ids.length === 0) withoutGenes++;
-      const s = new Int32Array(c.ids.length + 1);
-      s[0] = clsId;
-      s.set(c.ids, 1);
-      seqs.push(s);
+      seqs.push(withCls(c.ids, clsId));
       rows.push(row);
       if (seqs.length === o.batchSize) await flush();
     }
