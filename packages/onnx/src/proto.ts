@@ -1,7 +1,7 @@
 /**
  * The ONNX file format through protobufjs: the subset of onnx/onnx.proto (proto2, field numbers as
  * upstream) that a model gm writes uses, an encoder, and a metadata reader that skips the graph so
- * `gm embed`/`gm predict` can read the vocabulary of a multi-hundred-megabyte model without decoding
+ * `gm embed`/`gm predict` can read the vocabulary of a multi-hundred-megabyte model without reading
  * its weights.
  */
 import * as fs from "node:fs";
@@ -151,38 +151,65 @@ export function decodeModel(bytes: Uint8Array): ModelMsg {
 }
 
 /**
- * The metadata_props of an .onnx file, read by walking the ModelProto's top-level fields and
- * skipping the graph (field 7), so the weights are never decoded.
+ * The metadata_props of an .onnx file, read by walking the ModelProto's top-level fields straight
+ * from the file and seeking past the graph (field 7): the weights are never read, whatever the
+ * model's size.
  */
 export function readMetadataProps(file: string): Map<string, string> {
   if (!fs.existsSync(file)) throw inputError(file, "ONNX model not found; export one with gm export --onnx");
-  const bytes = fs.readFileSync(file);
   const props = new Map<string, string>();
+  const fd = fs.openSync(file, "r");
   try {
-    const r = protobuf.Reader.create(bytes);
+    const size = fs.fstatSync(fd).size;
+    const head = Buffer.alloc(20);
+    let pos = 0;
     let sawGraph = false;
-    while (r.pos < r.len) {
-      const tag = r.uint32();
-      const field = tag >>> 3;
-      if (field === 14) {
-        const end = r.uint32() + r.pos;
-        let key = "";
-        let value = "";
-        while (r.pos < end) {
-          const t = r.uint32();
-          if (t >>> 3 === 1) key = r.string();
-          else if (t >>> 3 === 2) value = r.string();
-          else r.skipType(t & 7);
-        }
-        props.set(key, value);
-      } else {
-        if (field === 7) sawGraph = true;
-        r.skipType(tag & 7);
+    // A varint at buf[at..]; numbers, not bitwise ops, so lengths above 2^31 stay exact.
+    const varint = (buf: Buffer, at: number): [number, number] => {
+      let v = 0;
+      for (let k = 0, scale = 1; k < 10 && at + k < buf.length; k++, scale *= 128) {
+        v += (buf[at + k] & 0x7f) * scale;
+        if (!(buf[at + k] & 0x80)) return [v, k + 1];
       }
+      throw new Error(`bad varint at byte ${pos}`);
+    };
+    while (pos < size) {
+      const got = fs.readSync(fd, head, 0, head.length, pos);
+      const [tag, tagLen] = varint(head.subarray(0, got), 0);
+      const field = Math.floor(tag / 8);
+      const wire = tag % 8;
+      let at = pos + tagLen;
+      if (wire === 0) at += varint(head.subarray(0, got), tagLen)[1];
+      else if (wire === 1) at += 8;
+      else if (wire === 5) at += 4;
+      else if (wire === 2) {
+        const [len, lenLen] = varint(head.subarray(0, got), tagLen);
+        at += lenLen;
+        if (field === 14) {
+          const entry = Buffer.alloc(len);
+          if (fs.readSync(fd, entry, 0, len, at) !== len) throw new Error("truncated metadata entry");
+          const r = protobuf.Reader.create(entry);
+          let key = "";
+          let value = "";
+          while (r.pos < r.len) {
+            const t = r.uint32();
+            if (t >>> 3 === 1) key = r.string();
+            else if (t >>> 3 === 2) value = r.string();
+            else r.skipType(t & 7);
+          }
+          props.set(key, value);
+        }
+        if (field === 7) sawGraph = true;
+        at += len;
+      } else throw new Error(`unknown wire type ${wire} at byte ${pos}`);
+      if (at > size) throw new Error("truncated");
+      pos = at;
     }
     if (!sawGraph) throw new Error("no graph");
   } catch (e) {
     throw inputError(file, `is not a readable ONNX model (${(e as Error).message}); export one with gm export --onnx`);
+  } finally {
+    fs.closeSync(fd);
   }
   return props;
 }
