@@ -82,6 +82,8 @@ interface Shared {
   w: Weights;
   scan: OnnxScan;
   chunk: number;
+  /** The combine gate's Linear, shared by every layer (read once). */
+  aggr?: { w: Float32Array; b: Float32Array };
   /** lengths (int64 [B]) and the mixer rows' float mask of valid positions [R, L, 1]. */
   lengths: string;
   rowMask: string;
@@ -225,7 +227,7 @@ function mixer(s: Shared, u: string, l: number): string {
 
 /** One BiMamba layer: mixer over [x; rev(x)], residuals, combine. */
 function layer(s: Shared, x: string, l: number): string {
-  const { g, c, w } = s;
+  const { g, c } = s;
   const d = c.d_model;
   return g.scope(`layers.${l}`, () => {
     if (c.combine === "unidirectional") return g.add(mixer(s, x, l), x);
@@ -234,7 +236,7 @@ function layer(s: Shared, x: string, l: number): string {
     const [mf, mb] = g.splitEqual(m, 2, 0);
     const f = g.add(mf, x);
     const b = g.add(rev(mb), x);
-    const aggr = () => g.linear(g.concat([f, b], -1), "mamba_mixer.aggr.weight", w.get("mamba_mixer.aggr.weight"), d, 2 * d, { name: "mamba_mixer.aggr.bias", data: w.get("mamba_mixer.aggr.bias") });
+    const aggr = () => g.linear(g.concat([f, b], -1), "mamba_mixer.aggr.weight", s.aggr!.w, d, 2 * d, { name: "mamba_mixer.aggr.bias", data: s.aggr!.b });
     switch (c.combine) {
       case "gate":
         return g.add(b, g.mul(g.sigmoid(aggr()), g.sub(f, b))); // s*f + (1-s)*b
@@ -304,6 +306,7 @@ export async function exportOnnx(o: ExportOptions): Promise<ExportResult> {
     chunk,
     lengths,
     rowMask: bidi ? g.concat([mask, mask], 0) : mask,
+    aggr: config.combine === "gate" || config.combine === "concat" ? { w: w.get("mamba_mixer.aggr.weight"), b: w.get("mamba_mixer.aggr.bias") } : undefined,
   };
   let x = g.op("Gather", [g.weight("embeddings.weight", w.get("embeddings.weight"), [config.vocab_size, d]), ids], { axis: { i: 0 } });
   for (let l = 0; l < config.n_layer; l++) x = layer(s, x, l);
