@@ -2,16 +2,15 @@
 // launchers of kernels.h: memory, copies, streams and one GEMM. Two implementations:
 //   - native/test/cuda_emul_device.cpp (GM_CUDA_EMUL): host memory, a plain fp32-accumulating loop
 //     GEMM; with the launchers emulated on the host, this is gm_gpu_model_emul.
-//   - the CUDA one: NOT WRITTEN YET (TODO): cudaMallocAsync/cudaFreeAsync (or a caching allocator),
-//     cudaMemcpyAsync, cudaMemsetAsync, cudaStreamCreate/Synchronize, and gemm() through cuBLASLt
-//     (cublasLtMatmul with CUBLAS_COMPUTE_32F; cuBLAS is column-major, so the row-major call below
-//     maps to C^T = op(B)^T op(A)^T: swap A/B, M/N and the transposes; a heuristic-picked algorithm
-//     cached per shape; a workspace). It cannot be compiled on machines without cuBLAS headers.
+//   - native/cuda/device_cuda.cpp: the CUDA runtime (a caching allocator over cudaMalloc, async
+//     copies and memsets, streams and events) and gemm() through cuBLASLt, loaded at run time
+//     (native/cuda/dynlib.h), so it compiles wherever the toolkit is, with or without cuBLAS headers.
 // Every pointer is device memory unless named host. Calls are ordered on the stream; copies to the
 // host (copy_to_host, download) synchronise the stream before returning.
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include "kernels.h"
 
@@ -29,9 +28,37 @@ inline std::size_t dtype_size(DType t) { return t == DType::F32 ? 4 : 2; }
 
 namespace device {
 
+// GPUs visible to this process; 0 (never an exception) without a driver or a device.
+int device_count();
+// Makes `ordinal` the current device of the calling thread (every later call runs there).
+void set_device(int ordinal);
+struct DeviceProps {
+  std::string name;
+  int cc_major = 0, cc_minor = 0, sm_count = 0;
+  std::size_t total_bytes = 0;
+  double mem_bandwidth_gbs = 0;  // peak DRAM bandwidth from the memory clock and bus width
+  double bf16_peak_tflops = 0;   // dense bf16 tensor-core peak from SMs x clock x per-SM rate (0: unknown arch)
+};
+DeviceProps device_props(int ordinal);
+
 cudaStream_t stream_create();
 void stream_destroy(cudaStream_t s);
 void stream_sync(cudaStream_t s);
+// Cross-stream ordering: work enqueued on s after stream_wait_event(s, e) waits for the work that
+// was on the recorded stream when event_record(e, ...) was called.
+cudaEvent_t event_create();
+void event_destroy(cudaEvent_t e);
+void event_record(cudaEvent_t e, cudaStream_t s);
+void stream_wait_event(cudaStream_t s, cudaEvent_t e);
+
+// Device memory held by alloc() (in_use, and its high-water mark since reset_peak) and kept cached
+// for reuse after free().
+struct MemoryStats {
+  std::size_t in_use = 0, peak = 0, cached = 0;
+};
+MemoryStats memory_stats();
+void reset_peak();
+void release_cached();  // returns cached blocks to the driver
 
 void* alloc(std::size_t bytes);  // throws std::runtime_error when out of memory
 void free(void* p);              // null is fine

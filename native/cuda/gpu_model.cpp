@@ -52,6 +52,15 @@ GpuModel<T>::GpuModel(const GpuConfig& c, cudaStream_t stream) : cfg(c), s_(stre
 
 template <typename T>
 GpuModel<T>::~GpuModel() {
+  if (reduce_pending_) {
+    try {  // a reduction may still read the gradients: let it finish (or fail) before freeing them
+      wait_grads();
+    } catch (...) {
+    }
+  }
+  if (ready_) dev::event_destroy(ready_);
+  if (reduced_) dev::event_destroy(reduced_);
+  if (cs_) dev::stream_destroy(cs_);
   release();
   for (void* p : {(void*)master_, (void*)grad_, (void*)m_, (void*)v_, (void*)copy_, (void*)clip_, (void*)dsum_,
                   (void*)sum_scratch_})
@@ -80,10 +89,12 @@ void GpuModel<T>::set_moments(const float* m, const float* v) {
 }
 template <typename T>
 void GpuModel<T>::get_grads(float* host) const {
+  const_cast<GpuModel*>(this)->wait_grads();
   dev::copy_to_host(host, grad_, (std::size_t)n_ * sizeof(float), s_);
 }
 template <typename T>
 void GpuModel<T>::zero_grad() {
+  wait_grads();
   dev::memset_zero(grad_, (std::size_t)n_ * sizeof(float), s_);
 }
 
@@ -103,85 +114,109 @@ void GpuModel<T>::release() {
 }
 
 template <typename T>
-ScanDims GpuModel<T>::scan_dims() const {
+ScanDims GpuModel<T>::scan_dims(i64 R, i64 L) const {
   const i64 Cc = cfg.conv_dim(), E = cfg.d_inner();
   if (mamba1())  // model.cpp scan_shape: every channel its own lane, dt and A[c, :]; B, C in x_proj's output
-    return ScanDims{rows(), L_, E, 1, cfg.d_state, cfg.chunk_size, E, E, cfg.xproj_dim(), E};
-  return ScanDims{rows(), L_, cfg.nheads(), cfg.headdim, cfg.d_state, cfg.chunk_size, Cc, cfg.nheads(), Cc, E};
+    return ScanDims{R, L, E, 1, cfg.d_state, cfg.chunk_size, E, E, cfg.xproj_dim(), E};
+  return ScanDims{R, L, cfg.nheads(), cfg.headdim, cfg.d_state, cfg.chunk_size, Cc, cfg.nheads(), Cc, E};
 }
 
-// Device buffers for a batch shape (model.cpp ensure_buffers, plus the backward's scratch and the
-// LM head's row blocks). TODO(gpu): one arena from a caching allocator instead of one alloc each.
+// Every buffer of a [B, L] batch (model.cpp ensure_buffers, plus the backward's scratch and the LM
+// head's row blocks), each through get(slot, count): allocate into the slot, or only count.
+template <typename T>
+template <class Get>
+void GpuModel<T>::lay_out_buffers(i64 B, i64 L, std::vector<Acts>& acts, i64& head_rows, Get&& get) {
+  const i64 d = cfg.d_model, E = cfg.d_inner(), Dp = cfg.d_in_proj(), Cc = cfg.conv_dim(), H = cfg.nheads();
+  const i64 M = B * L, R = cfg.bidirectional() ? 2 * B : B, Mr = R * L, V = cfg.vocab_size, X = cfg.xproj_dim();
+  const i64 Hd = mamba1() ? E : H;  // step sizes per (row, step): one per head, or per channel
+  const ScanDims sd = scan_dims(R, L);
+  head_rows = std::min<i64>(1024, M);
+  acts.assign((size_t)cfg.n_layer, Acts{});
+  for (Acts& a : acts) {
+    get(a.proj, Mr * Dp);
+    get(a.convpre, Mr * Cc);
+    get(a.y, Mr * E);
+    if (!mamba1()) get(a.rstd, Mr);
+    if (mamba1()) get(a.xdbl, Mr * X), get(a.dtpre, Mr * E);
+    get(a.states, sd.states_size());
+    if (cfg.has_aggr()) get(a.fb, M * 2 * d);
+    if (cfg.combine == GpuCombine::Gate) get(a.gate, M * d);
+  }
+  get(xs_, (cfg.n_layer + 1) * M * d);
+  get(hidden_, M * d);
+  get(rstd_f_, M);
+  get(u_, Mr * d);
+  get(xc_, Mr * Cc);
+  get(dtv_, Mr * Hd);
+  get(aexp_, sd.a_size());
+  get(daexp_, sd.a_size());
+  get(o_, Mr * E);
+  get(mixout_, Mr * d);
+  get(fb_tmp_, M * 2 * d);
+  get(dx_, M * d);
+  get(dout_, M * d);
+  get(dfb_, M * 2 * d);
+  get(dpre_, M * d);
+  get(dm_, Mr * d);
+  get(du_, Mr * d);
+  get(do_, Mr * E);
+  get(dy_, Mr * E);
+  get(dproj_, Mr * Dp);
+  get(dxc_, Mr * Cc);
+  get(ddt_, Mr * Hd);
+  if (mamba1()) get(dxdbl_, Mr * X), get(ddtpre_, Mr * E);
+  get(argmax_, head_rows);
+  get(dhidden_, M * d);
+  get(logits_, head_rows * V);
+  get(ones_, std::max(Mr, head_rows));
+  get(colsum_, std::max({rmsnorm_backward_scratch(Mr, E), rmsnorm_backward_scratch(M, d), softplus_backward_scratch(Mr, Hd),
+                         conv1d_backward_scratch(R, L, Cc, cfg.d_conv)}));
+  get(scan_scratch_, scan_backward_scratch(sd).total());
+  get(row_loss_, M);
+  get(tokens_, M);
+  get(targets_, M);
+  get(lengths_, B);
+  get(row_lengths_, R);
+  get(zeros_, B);
+  get(order_, M);
+  get(seg_start_, M + 1);
+}
+
 template <typename T>
 void GpuModel<T>::ensure_buffers(i64 B, i64 L) {
   if (B == B_ && L == L_) return;
   release();
   B_ = B;
   L_ = L;
-  const i64 d = cfg.d_model, E = cfg.d_inner(), Dp = cfg.d_in_proj(), Cc = cfg.conv_dim(), H = cfg.nheads();
-  const i64 M = B * L, R = rows(), Mr = R * L, V = cfg.vocab_size, X = cfg.xproj_dim();
-  const i64 Hd = mamba1() ? E : H;  // step sizes per (row, step): one per head, or per channel
-  const ScanDims sd = scan_dims();
-  head_rows_ = std::min<i64>(1024, M);
-  acts_.resize((size_t)cfg.n_layer);
-  for (Acts& a : acts_) {
-    a.proj = buf<T>(Mr * Dp);
-    a.convpre = buf<T>(Mr * Cc);
-    a.y = buf<T>(Mr * E);
-    a.rstd = mamba1() ? nullptr : buf<float>(Mr);
-    a.xdbl = mamba1() ? buf<T>(Mr * X) : nullptr;
-    a.dtpre = mamba1() ? buf<T>(Mr * E) : nullptr;
-    a.states = buf<float>(sd.states_size());
-    a.fb = cfg.has_aggr() ? buf<T>(M * 2 * d) : nullptr;
-    a.gate = cfg.combine == GpuCombine::Gate ? buf<T>(M * d) : nullptr;
-  }
-  xs_ = buf<T>((cfg.n_layer + 1) * M * d);
-  hidden_ = buf<T>(M * d);
-  rstd_f_ = buf<float>(M);
-  u_ = buf<T>(Mr * d);
-  xc_ = buf<T>(Mr * Cc);
-  dtv_ = buf<T>(Mr * Hd);
-  aexp_ = buf<float>(sd.a_size());
-  daexp_ = buf<float>(sd.a_size());
-  o_ = buf<T>(Mr * E);
-  mixout_ = buf<T>(Mr * d);
-  fb_tmp_ = buf<T>(M * 2 * d);
-  dx_ = buf<T>(M * d);
-  dout_ = buf<T>(M * d);
-  dfb_ = buf<T>(M * 2 * d);
-  dpre_ = buf<T>(M * d);
-  dm_ = buf<T>(Mr * d);
-  du_ = buf<T>(Mr * d);
-  do_ = buf<T>(Mr * E);
-  dy_ = buf<T>(Mr * E);
-  dproj_ = buf<T>(Mr * Dp);
-  dxc_ = buf<T>(Mr * Cc);
-  ddt_ = buf<T>(Mr * Hd);
-  dxdbl_ = mamba1() ? buf<T>(Mr * X) : nullptr;
-  ddtpre_ = mamba1() ? buf<T>(Mr * E) : nullptr;
-  argmax_ = buf<std::int32_t>(head_rows_);
-  dhidden_ = buf<T>(M * d);
-  logits_ = buf<T>(head_rows_ * V);
-  const i64 nones = std::max(Mr, head_rows_);
-  ones_ = buf<T>(nones);
+  lay_out_buffers(B, L, acts_, head_rows_, [this](auto*& slot, i64 n) { slot = buf<std::remove_reference_t<decltype(*slot)>>(n); });
+  const i64 M = B * L, nones = std::max(rows() * L, head_rows_);
   {
     const std::vector<float> one((size_t)nones, 1.f);
     dev::upload(ones_, dtype_of<T>(), one.data(), nones, s_);
   }
-  colsum_ = buf<float>(std::max({rmsnorm_backward_scratch(Mr, E), rmsnorm_backward_scratch(M, d),
-                                 softplus_backward_scratch(Mr, Hd), conv1d_backward_scratch(R, L, Cc, cfg.d_conv)}));
-  scan_scratch_ = buf<float>(scan_backward_scratch(sd).total());
-  row_loss_ = buf<float>(M);
+  dev::memset_zero(zeros_, (std::size_t)B * sizeof(std::int32_t), s_);
   dev::free(sum_scratch_);
   sum_scratch_ = (double*)dev::alloc((std::size_t)sum_scratch_doubles(std::max(n_, M)) * sizeof(double));
-  tokens_ = buf<std::int32_t>(M);
-  targets_ = buf<std::int32_t>(M);
-  lengths_ = buf<std::int32_t>(B);
-  row_lengths_ = buf<std::int32_t>(R);
-  zeros_ = buf<std::int32_t>(B);
-  dev::memset_zero(zeros_, (std::size_t)B * sizeof(std::int32_t), s_);
-  order_ = buf<std::int32_t>(M);
-  seg_start_ = buf<std::int32_t>(M + 1);
+}
+
+template <typename T>
+std::size_t GpuModel<T>::activation_bytes(i64 B, i64 L) const {
+  if (B < 1 || L < 1) throw std::invalid_argument("activation_bytes: batch and length must be positive");
+  std::size_t bytes = 0;
+  std::vector<Acts> acts;
+  i64 head_rows = 0;
+  // Counting writes no slot, so the const_cast leaves this model as it was.
+  const_cast<GpuModel*>(this)->lay_out_buffers(B, L, acts, head_rows, [&bytes](auto*& slot, i64 n) {
+    bytes += (std::size_t)std::max<i64>(n, 1) * sizeof(*slot);
+  });
+  const i64 grow = sum_scratch_doubles(std::max(n_, B * L)) - sum_scratch_doubles(n_);
+  return bytes + (std::size_t)grow * sizeof(double);
+}
+
+template <typename T>
+std::size_t GpuModel<T>::param_bytes() const {
+  return (std::size_t)n_ * (4 * sizeof(float) + (copy_ ? sizeof(T) : 0)) + sizeof(float) + sizeof(double) +
+         (std::size_t)sum_scratch_doubles(n_) * sizeof(double);
 }
 
 // out[M, O] = inp[M, I] W[O, I]^T (+ bias): the bias rows first (ones[M, 1] bias[1, O]), then the
@@ -380,10 +415,13 @@ typename GpuModel<T>::LossResult GpuModel<T>::loss(const std::int32_t* targets, 
     if (!std::isfinite(mean)) throw std::runtime_error("loss is not finite: the parameters or activations contain NaN or Inf");
   }
   if (!backward) return {mean, K};
+  const bool reduce = comm_ && reduce_armed_;
+  reduce_armed_ = false;
 
   const i64 R = rows(), Mr = R * L_;
   dev::memset_zero(dx_, (std::size_t)(M * d) * sizeof(T), s_);
   rmsnorm_backward(dx_, G(norm_f_), dhidden_, xs_ + cfg.n_layer * M * d, P(norm_f_), rstd_f_, M, d, colsum_, s_);
+  if (reduce) reduce_tail_head();  // the LM head and norm_f are final
   for (i64 l = cfg.n_layer - 1; l >= 0; l--) {
     std::swap(dout_, dx_);  // dout = gradient w.r.t. this layer's output
     const T* x = xs_ + l * M * d;
@@ -412,12 +450,14 @@ typename GpuModel<T>::LossResult GpuModel<T>::loss(const std::int32_t* targets, 
     // dx += du[forward rows] (zero lengths: no reversal) + rev(du[reversed rows])
     reverse_backward(dx_, d, du_, d, zeros_, B_, L_, d, s_);
     if (cfg.bidirectional()) reverse_backward(dx_, d, du_ + M * d, d, lengths_, B_, L_, d, s_);
+    if (reduce) reduce_layer(l);
   }
   (void)Mr;
   const EmbeddingPlan plan = embedding_plan(tokens_h_.data(), M);
   dev::copy_to_device(order_, plan.order.data(), plan.order.size() * sizeof(std::int32_t), s_);
   dev::copy_to_device(seg_start_, plan.seg_start.data(), plan.seg_start.size() * sizeof(std::int32_t), s_);
   embedding_backward(G(emb_), dx_, tokens_, order_, seg_start_, plan.nseg(), M, d, s_);
+  if (reduce) reduce_rest();
   return {mean, K};
 }
 
@@ -468,7 +508,85 @@ void GpuModel<T>::mixer_backward(i64 l) {
 }
 
 template <typename T>
+void GpuModel<T>::set_comm(GradComm* comm, double timeout_s) {
+  wait_grads();
+  if (comm && !cs_) {
+    cs_ = dev::stream_create();
+    ready_ = dev::event_create();
+    reduced_ = dev::event_create();
+  }
+  comm_ = comm;
+  comm_timeout_s_ = timeout_s;
+  reduce_armed_ = false;
+}
+template <typename T>
+void GpuModel<T>::reduce_next_backward() {
+  if (!comm_) throw std::logic_error("reduce_next_backward: no communicator (set_comm)");
+  reduce_armed_ = true;
+}
+
+// [offset, offset + n) of the gradients, averaged on the comm stream once the main stream's work so
+// far (which finished that range) is done. Recording one event again is fine: stream_wait_event
+// takes the state it has when called.
+template <typename T>
+void GpuModel<T>::reduce_range(i64 off, i64 n) {
+  if (n <= 0) return;
+  dev::event_record(ready_, s_);
+  dev::stream_wait_event(cs_, ready_);
+  comm_->all_reduce_mean(grad_ + off, n, cs_);
+  reduce_pending_ = true;
+}
+// The table's order (tensor_layout.h): embedding | layer 0 ... layer n-1 | aggr | norm_f, lm_head.
+template <typename T>
+std::vector<std::pair<i64, i64>> GpuModel<T>::reduce_order() const {
+  std::vector<std::pair<i64, i64>> r;
+  r.emplace_back(norm_f_, n_ - norm_f_);  // norm_f, lm_head.weight, lm_head.bias
+  for (i64 l = cfg.n_layer - 1; l >= 0; l--) {
+    const i64 begin = layer_[(size_t)l].in_proj;
+    const i64 end = l + 1 < cfg.n_layer ? layer_[(size_t)l + 1].in_proj : (aggr_w_ >= 0 ? aggr_w_ : norm_f_);
+    r.emplace_back(begin, end - begin);
+  }
+  if (aggr_w_ >= 0) r.emplace_back(aggr_w_, norm_f_ - aggr_w_);  // shared by every layer: final at the end
+  r.emplace_back(emb_, (layer_.empty() ? (aggr_w_ >= 0 ? aggr_w_ : norm_f_) : layer_[0].in_proj) - emb_);
+  return r;
+}
+template <typename T>
+void GpuModel<T>::reduce_tail_head() {
+  const auto r = reduce_order();
+  reduce_range(r[0].first, r[0].second);
+}
+template <typename T>
+void GpuModel<T>::reduce_layer(i64 l) {
+  const auto r = reduce_order();
+  const auto& x = r[(size_t)(cfg.n_layer - l)];
+  reduce_range(x.first, x.second);
+}
+template <typename T>
+void GpuModel<T>::reduce_rest() {
+  const auto r = reduce_order();
+  for (size_t i = (size_t)cfg.n_layer + 1; i < r.size(); i++) reduce_range(r[i].first, r[i].second);
+}
+template <typename T>
+void GpuModel<T>::finish_reduction() {
+  if (reduce_armed_) {  // no backward ran the reductions (no loss positions here): same calls, now
+    reduce_armed_ = false;
+    for (const auto& r : reduce_order()) reduce_range(r.first, r.second);
+  }
+  wait_grads();
+}
+template <typename T>
+void GpuModel<T>::wait_grads() {
+  if (reduce_armed_) throw std::logic_error("gradients read while a reduction is armed: call finish_reduction() first");
+  if (!reduce_pending_) return;
+  reduce_pending_ = false;
+  dev::event_record(reduced_, cs_);
+  dev::stream_wait_event(s_, reduced_);
+  comm_->wait(cs_, comm_timeout_s_);
+}
+
+template <typename T>
 double GpuModel<T>::grad_norm() const {
+  const_cast<GpuModel*>(this)->wait_grads();
   sum_squares(dsum_, grad_, n_, sum_scratch_, s_);
   double ss = 0;
   dev::copy_to_host(&ss, dsum_, sizeof(double), s_);
@@ -479,6 +597,7 @@ double GpuModel<T>::grad_norm() const {
 // T = bf16 the update also rewrites the bf16 copy the next forward reads.
 template <typename T>
 void GpuModel<T>::adamw(const GpuAdamW& o) {
+  wait_grads();
   const float* scale = nullptr;
   if (o.max_norm > 0) {
     sum_squares(dsum_, grad_, n_, sum_scratch_, s_);

@@ -16,12 +16,27 @@
 //
 // Supported: both mixers (Mamba-2; Mamba-1 with x_proj, dt_proj, per-channel A[c, :], D and the
 // y * SiLU(z) gate) with every combine mode (gate, concat, mean, sum, unidirectional), logits() and
-// argmax_logits(). Not yet: activation checkpointing, several GPUs (NCCL).
+// argmax_logits().
+//
+// Memory: besides the inputs of every layer, a layer keeps only in_proj's output, the conv's
+// pre-activation, the scan output and its chunk-start states (and the combine's [f | b] and gate);
+// the conv output, the step sizes dt, A and the gated-norm / SiLU-gate output are recomputed in
+// backward from those (cheap pointwise work next to the GEMMs). activation_bytes() says what a batch
+// shape costs before anything is allocated.
+//
+// Data parallel (set_comm): each layer's gradient range is averaged across the ranks on a second
+// stream as soon as backward has finished it, while backward goes on with the layers below (the
+// llm.c / DDP-bucket pattern). The ranges follow the tensor table: the LM head and final norm first
+// (final right after the loss), then layer n-1 ... 0, then the shared combine gate and the
+// embedding (final only at the end).
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "comm.h"
 #include "device.h"
 #include "../src/tensor_layout.h"
 
@@ -98,8 +113,36 @@ class GpuModel {
   double grad_norm() const;
   void adamw(const GpuAdamW& o);
 
+  // Device bytes the activations and scratch of a forward + backward on a [B, L] batch take (the
+  // parameters, gradients and moments not included: param_bytes()). Allocates nothing.
+  std::size_t activation_bytes(i64 B, i64 L) const;
+  std::size_t param_bytes() const;
+
+  // Data parallel. comm (not owned; null: one rank) averages gradients across the ranks; call
+  // reduce_next_backward() before the backward of a step's last micro-batch (that backward enqueues
+  // the reductions, overlapped), then finish_reduction() after it: it runs the reductions itself when
+  // no backward did (this rank had no loss positions or no micro-batch: every rank must make the same
+  // calls), and blocks until they are done, throwing when a peer died or hangs for timeout_s.
+  // grad_norm, adamw, get_grads and zero_grad wait for pending reductions themselves.
+  void set_comm(GradComm* comm, double timeout_s = 600);
+  void reduce_next_backward();
+  void finish_reduction();
+  void wait_grads();
+  // The gradient ranges [offset, offset + n) in the order one reducing backward reduces them.
+  std::vector<std::pair<i64, i64>> reduce_order() const;
+
  private:
   cudaStream_t s_;
+  GradComm* comm_ = nullptr;
+  double comm_timeout_s_ = 600;
+  cudaStream_t cs_ = nullptr;       // the communication stream
+  cudaEvent_t ready_ = nullptr;     // main -> comm: a gradient range is final
+  cudaEvent_t reduced_ = nullptr;   // comm -> main: every reduction of the step is done
+  bool reduce_armed_ = false, reduce_pending_ = false;
+  void reduce_range(i64 off, i64 n);
+  void reduce_tail_head();
+  void reduce_layer(i64 l);
+  void reduce_rest();
   i64 n_ = 0;
   std::vector<LayerOffsets> layer_;
   i64 emb_ = -1, aggr_w_ = -1, aggr_b_ = -1, norm_f_ = -1, head_w_ = -1, head_b_ = -1;
@@ -123,7 +166,7 @@ class GpuModel {
   std::vector<Acts> acts_;
   T *xs_, *hidden_, *u_, *xc_, *dtv_, *o_, *mixout_, *fb_tmp_;
   T *dx_, *dout_, *dfb_, *dpre_, *dm_, *du_, *do_, *dy_, *dproj_, *dxc_, *ddt_, *dhidden_, *logits_, *ones_;
-  T *dxdbl_, *ddtpre_;  // Mamba-1
+  T *dxdbl_ = nullptr, *ddtpre_ = nullptr;  // Mamba-1
   std::int32_t* argmax_;
   float *rstd_f_, *aexp_, *daexp_, *colsum_, *scan_scratch_, *row_loss_, *clip_;
   double *dsum_, *sum_scratch_;
@@ -133,9 +176,13 @@ class GpuModel {
   U* buf(i64 n);
   void release();
   void ensure_buffers(i64 B, i64 L);
+  // The buffers of a [B, L] batch, each through get(bytes) -> pointer (allocating, or counting).
+  template <class Get>
+  void lay_out_buffers(i64 B, i64 L, std::vector<Acts>& acts, i64& head_rows, Get&& get);
 
   i64 rows() const { return cfg.bidirectional() ? 2 * B_ : B_; }
-  ScanDims scan_dims() const;
+  ScanDims scan_dims() const { return scan_dims(rows(), L_); }
+  ScanDims scan_dims(i64 R, i64 L) const;
   void build_mixer_input(const T* x);
   void recompute_conv(i64 l);
   void step_sizes(i64 l);

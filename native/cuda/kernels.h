@@ -19,6 +19,8 @@
 #include "common.cuh"
 struct CUstream_st;
 typedef struct CUstream_st* cudaStream_t;
+struct CUevent_st;
+typedef struct CUevent_st* cudaEvent_t;
 #else
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>

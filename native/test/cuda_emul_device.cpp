@@ -3,9 +3,11 @@
 // running the kernel bodies over the launcher's grid (native/test/cuda_emul.h, the driver
 // gm_cuda_emul checks the bodies with), in the launch sequence of native/cuda/*.cu. Linked into
 // gm_gpu_model_emul with native/cuda/gpu_model.cpp, this runs the GPU model on the CPU.
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
+#include <unordered_map>
 
 #include "../cuda/device.h"
 #include "../cuda/kernels.h"
@@ -22,15 +24,52 @@ using emul::run_grid;
 // ---------------------------------------------------------------- device.h
 namespace device {
 
+int device_count() { return 1; }
+void set_device(int ordinal) {
+  if (ordinal != 0) throw std::invalid_argument("emulated device: only device 0 exists");
+}
+DeviceProps device_props(int) {
+  DeviceProps p;
+  p.name = "emulated (host memory, kernel bodies on the CPU)";
+  return p;
+}
 cudaStream_t stream_create() { return nullptr; }
 void stream_destroy(cudaStream_t) {}
 void stream_sync(cudaStream_t) {}
+// Streams run in call order on the host, so events have nothing to order; a non-null handle keeps
+// the model's "created?" checks honest.
+cudaEvent_t event_create() { return reinterpret_cast<cudaEvent_t>(new char(0)); }
+void event_destroy(cudaEvent_t e) { delete reinterpret_cast<char*>(e); }
+void event_record(cudaEvent_t e, cudaStream_t) {
+  if (!e) throw std::invalid_argument("emulated device: event_record on a null event");
+}
+void stream_wait_event(cudaStream_t, cudaEvent_t e) {
+  if (!e) throw std::invalid_argument("emulated device: stream_wait_event on a null event");
+}
+
+// Exact byte accounting (no rounding, no cache), so tests can compare GpuModel::activation_bytes
+// with what the model really allocates.
+static std::unordered_map<void*, std::size_t> g_sizes;
+static MemoryStats g_stats;
+MemoryStats memory_stats() { return g_stats; }
+void reset_peak() { g_stats.peak = g_stats.in_use; }
+void release_cached() {}
 void* alloc(std::size_t bytes) {
   void* p = std::malloc(bytes ? bytes : 1);
   if (!p) throw std::runtime_error("emulated device: out of memory");
+  g_sizes[p] = bytes;
+  g_stats.in_use += bytes;
+  g_stats.peak = std::max(g_stats.peak, g_stats.in_use);
   return p;
 }
-void free(void* p) { std::free(p); }
+void free(void* p) {
+  if (!p) return;
+  auto it = g_sizes.find(p);
+  if (it == g_sizes.end()) throw std::logic_error("emulated device: free of a pointer alloc did not return");
+  g_stats.in_use -= it->second;
+  g_sizes.erase(it);
+  std::free(p);
+}
 void memset_zero(void* p, std::size_t bytes, cudaStream_t) { std::memset(p, 0, bytes); }
 void copy_to_device(void* dst, const void* src, std::size_t bytes, cudaStream_t) { std::memcpy(dst, src, bytes); }
 void copy_to_host(void* dst, const void* src, std::size_t bytes, cudaStream_t) { std::memcpy(dst, src, bytes); }

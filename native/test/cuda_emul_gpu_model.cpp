@@ -14,6 +14,7 @@
 // summary; exits 1 on any failure. packages/engine/test/cuda-kernels.test.ts runs it.
 #include <cmath>
 #include <cstdio>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -200,12 +201,180 @@ static void check_mode(gm::Mixer mx, gm::Combine comb, bool adam, double tol_out
   report("adamw_2_steps", mode, dt, "params", worst, sizeof(T) == 4 ? 1e-5 : tol_grad);
 }
 
+// ---- data parallel: R ranks x b rows = 1 rank x R*b rows.
+// The emulated device runs every stream in call order, so the ranks run one after another and the
+// group averages at finish(), after every rank has enqueued its reductions. A reduction must read a
+// range that backward no longer writes (on a GPU the comm stream reads it concurrently): each call
+// snapshots its range, and finish() fails if a range changed after its call.
+struct EmulGroup;
+struct EmulComm : cu::GradComm {
+  EmulGroup* group;
+  int r;
+  struct Call {
+    float* p;
+    i64 n;
+    Vec snapshot;
+  };
+  std::vector<Call> calls;
+  EmulComm(EmulGroup* g, int rank) : group(g), r(rank) {}
+  int rank() const override { return r; }
+  int world_size() const override;
+  void all_reduce_mean(float* p, i64 n, cudaStream_t) override { calls.push_back({p, n, Vec(p, p + n)}); }
+  void wait(cudaStream_t, double) override {}
+};
+struct EmulGroup {
+  std::vector<EmulComm> comms;
+  explicit EmulGroup(int R) {
+    for (int r = 0; r < R; r++) comms.emplace_back(this, r);
+  }
+  // Averages call i of every rank; returns the number of problems (sequence mismatch, late writes).
+  int finish() {
+    int bad = 0;
+    for (auto& c : comms) bad += c.calls.size() != comms[0].calls.size();
+    if (bad) return bad;
+    for (size_t i = 0; i < comms[0].calls.size(); i++) {
+      const i64 n = comms[0].calls[i].n;
+      Vec mean((size_t)n, 0.f);
+      for (auto& c : comms) {
+        const auto& k = c.calls[i];
+        if (k.n != n) return bad + 1;
+        for (i64 j = 0; j < n; j++) {
+          if (k.p[j] != k.snapshot[(size_t)j]) bad++;  // written after its reduction was enqueued
+          mean[(size_t)j] += k.snapshot[(size_t)j];
+        }
+      }
+      for (auto& c : comms)
+        for (i64 j = 0; j < n; j++) c.calls[i].p[j] = mean[(size_t)j] / (float)comms.size();
+    }
+    for (auto& c : comms) c.calls.clear();
+    return bad;
+  }
+};
+int EmulComm::world_size() const { return (int)group->comms.size(); }
+
+// rows 0..3 of one batch; rank r of 2 gets rows 2r, 2r + 1. empty_rank: that rank's targets are all
+// -100 (its backward does nothing, finish_reduction() must still make the same calls).
+static void check_data_parallel(gm::Mixer mx, gm::Combine comb, int empty_rank) {
+  const std::string mode = std::string(mx == gm::Mixer::Mamba1 ? "mamba1_" : "") + mode_name(comb) +
+                           (empty_rank >= 0 ? "_rank" + std::to_string(empty_rank) + "_empty" : "");
+  const gm::Config cfg = small_config(mx, comb);
+  gm::Model init(cfg);
+  init.init(77);
+  const i64 R = 2, b = 2, B = R * b, L = 11, n = (i64)init.params.size();
+  const std::vector<std::int32_t> lengths{11, 8, 4, 9};
+  std::vector<std::int32_t> tokens((size_t)(B * L), 1), targets((size_t)(B * L), -100);
+  std::mt19937_64 rng(5);
+  for (i64 r = 0; r < B; r++)
+    for (i64 t = 0; t < lengths[(size_t)r]; t++) {
+      tokens[(size_t)(r * L + t)] = (std::int32_t)(rng() % (std::uint64_t)cfg.vocab_size);
+      const bool scored = t % 3 != 1 && (empty_rank < 0 || r / b != empty_rank);
+      if (scored) targets[(size_t)(r * L + t)] = (std::int32_t)(rng() % (std::uint64_t)cfg.vocab_size);
+    }
+  i64 K = 0;
+  std::vector<i64> Kr((size_t)R, 0);
+  for (i64 i = 0; i < B * L; i++)
+    if (targets[(size_t)i] != -100) K++, Kr[(size_t)(i / L / b)]++;
+
+  cu::GpuModel<float> full(gpu_config(cfg));
+  full.set_params(init.params.data());
+  full.zero_grad();
+  full.forward(tokens.data(), lengths.data(), B, L);
+  full.loss(targets.data(), 1.0, true);
+  Vec gfull((size_t)n);
+  full.get_grads(gfull.data());
+
+  EmulGroup group((int)R);
+  std::vector<std::unique_ptr<cu::GpuModel<float>>> ranks;
+  for (i64 r = 0; r < R; r++) {
+    ranks.emplace_back(new cu::GpuModel<float>(gpu_config(cfg)));
+    auto& m = *ranks.back();
+    m.set_params(init.params.data());
+    m.set_comm(&group.comms[(size_t)r]);
+    m.zero_grad();
+    m.forward(tokens.data() + r * b * L, lengths.data() + r * b, b, L);
+    m.reduce_next_backward();
+    // the trainer's weighting: rank r's mean loss times R * (its share of the global loss positions)
+    m.loss(targets.data() + r * b * L, (double)R * (double)Kr[(size_t)r] / (double)K, true);
+  }
+  for (auto& m : ranks) m->finish_reduction();
+  const int bad = group.finish();
+  report("data_parallel", mode, "f32", "call_sequence_and_late_writes", bad, 0);
+  report("data_parallel", mode, "f32", "calls_per_rank", std::fabs((double)ranks[0]->reduce_order().size() - (double)(cfg.n_layer + (cfg.has_aggr() ? 3 : 2))), 0);
+  Vec g0((size_t)n), g1((size_t)n);
+  ranks[0]->get_grads(g0.data());
+  ranks[1]->get_grads(g1.data());
+  double differ = 0;
+  for (i64 i = 0; i < n; i++) differ += g0[(size_t)i] != g1[(size_t)i];
+  report("data_parallel", mode, "f32", "ranks_bitwise_equal", differ, 0);
+  double worst = 0;
+  for (const auto& t : init.tensors) worst = std::max(worst, rel_err(g0.data() + t.offset, gfull.data() + t.offset, t.numel));
+  report("data_parallel", mode, "f32", "grads_vs_one_rank_4_rows", worst, 1e-4);
+  // the reductions cover every gradient exactly once
+  std::vector<int> covered((size_t)n, 0);
+  for (const auto& r : ranks[0]->reduce_order())
+    for (i64 i = r.first; i < r.first + r.second; i++) covered[(size_t)i]++;
+  double wrong = 0;
+  for (int c : covered) wrong += c != 1;
+  report("data_parallel", mode, "f32", "ranges_cover_table_once", wrong, 0);
+}
+
+// ---- memory: activation_bytes() is what forward + backward really allocate (the emulated device
+// counts bytes exactly), and the reference run (24l-512d, L 2048, 24 cells per GPU) fits in 80 GB.
+template <typename T>
+static void check_memory(gm::Mixer mx, gm::Combine comb) {
+  const std::string mode = std::string(mx == gm::Mixer::Mamba1 ? "mamba1_" : "") + mode_name(comb);
+  const char* dt = sizeof(T) == 4 ? "f32" : "bf16";
+  const gm::Config cfg = small_config(mx, comb);
+  gm::Model init(cfg);
+  init.init(3);
+  const std::size_t before = cu::device::memory_stats().in_use;
+  {
+    cu::GpuModel<T> m(gpu_config(cfg));
+    const std::size_t params = cu::device::memory_stats().in_use - before;
+    report("memory", mode, dt, "param_bytes_exact", std::fabs((double)params - (double)m.param_bytes()), 0);
+    const Batch bt = make_batch((int)cfg.vocab_size, 4);
+    const std::size_t predicted = m.activation_bytes(bt.B, bt.L);
+    m.set_params(init.params.data());
+    m.forward(bt.tokens.data(), bt.lengths.data(), bt.B, bt.L);
+    m.loss(bt.targets.data(), 1.0, true);
+    const std::size_t used = cu::device::memory_stats().in_use - before - params;
+    report("memory", mode, dt, "activation_bytes_exact", std::fabs((double)used - (double)predicted), 0);
+  }
+  report("memory", mode, dt, "all_freed", std::fabs((double)cu::device::memory_stats().in_use - (double)before), 0);
+}
+
+static void memory_plan_reference() {
+  cu::GpuConfig g;  // configs/models/genemamba-24l-512d.json, plus pretraining's [MASK] token
+  g.vocab_size = 25427;
+  g.d_model = 512;
+  g.n_layer = 24;
+  g.d_state = 64;
+  g.headdim = 64;
+  g.chunk_size = 64;
+  cu::GpuModel<cu::bf16> m(g);
+  const double gib = 1024.0 * 1024.0 * 1024.0;
+  const double params = (double)m.param_bytes() / gib, acts = (double)m.activation_bytes(24, 2048) / gib;
+  std::printf("{\"memory_plan\":\"genemamba-24l-512d bf16, L 2048, batch 24\",\"parameters\":%lld,\"param_state_gib\":%.2f,\"activation_gib\":%.2f,\"total_gib\":%.2f}\n",
+              (long long)m.num_params(), params, acts, params + acts);
+  // 80 GB = 74.5 GiB; keep 10% for the CUDA context, cuBLASLt workspaces, NCCL buffers, fragmentation
+  report("memory_plan", "24l_512d_L2048_b24", "bf16", "total_gib_vs_67", params + acts > 67 ? params + acts : 0, 0);
+}
+
 int main() {
   for (gm::Mixer mx : {gm::Mixer::Mamba2, gm::Mixer::Mamba1}) {
     for (gm::Combine c : {gm::Combine::Gate, gm::Combine::Mean, gm::Combine::Sum, gm::Combine::Concat, gm::Combine::Unidirectional})
       check_mode<float>(mx, c, c == gm::Combine::Gate || c == gm::Combine::Mean, 1e-4, 1e-4);
     for (gm::Combine c : {gm::Combine::Gate, gm::Combine::Mean}) check_mode<cu::bf16>(mx, c, true, 2e-2, 1e-1);
   }
+  for (gm::Mixer mx : {gm::Mixer::Mamba2, gm::Mixer::Mamba1}) {
+    check_data_parallel(mx, gm::Combine::Gate, -1);
+    check_data_parallel(mx, gm::Combine::Unidirectional, -1);
+    check_data_parallel(mx, gm::Combine::Gate, 1);
+    check_memory<float>(mx, gm::Combine::Gate);
+    check_memory<cu::bf16>(mx, gm::Combine::Mean);
+  }
+  check_data_parallel(gm::Mixer::Mamba2, gm::Combine::Concat, 0);
+  memory_plan_reference();
   std::printf("{\"failures\":%d,\"checks\":%d}\n", failures, checks);
   return failures ? 1 : 0;
 }

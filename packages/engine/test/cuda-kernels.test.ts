@@ -106,10 +106,30 @@ describe("the GPU model (native/cuda/gpu_model.cpp) on the emulated backend vs t
   it("two clipped AdamW steps: fp32 parameters within 1e-5 (gate, mean); bf16 working copies (gate, mean), both mixers", () => {
     for (const mode of ["gate", "mean", "mamba1_gate", "mamba1_mean"]) {
       expect(checks.find((x) => x.check === "adamw_2_steps" && x.mode === mode && x.dtype === "f32")?.tol).toBe(1e-5);
-      const b = checks.filter((x) => x.mode === mode && x.dtype === "bf16");
+      const b = checks.filter((x) => x.mode === mode && x.dtype === "bf16" && x.check !== "memory");
       expect(b.map((x) => x.check)).toEqual(expect.arrayContaining(["hidden", "logits", "argmax", "loss", "grad", "grad_norm", "adamw_2_steps"]));
       for (const x of b) expect(x.tol, `${mode} ${x.check} ${x.output}`).toBe(["hidden", "logits", "argmax", "loss"].includes(x.check!) ? 2e-2 : 1e-1);
     }
+  });
+
+  it("data parallel: 2 ranks x 2 rows average to 1 rank x 4 rows within 1e-4 (both mixers; a rank with no loss positions too), ranks bitwise equal, no gradient written after its reduction was enqueued", () => {
+    const dp = checks.filter((x) => x.check === "data_parallel");
+    for (const mode of ["gate", "unidirectional", "gate_rank1_empty", "mamba1_gate", "mamba1_unidirectional", "mamba1_gate_rank1_empty", "concat_rank0_empty"]) {
+      const m = dp.filter((x) => x.mode === mode);
+      expect(m.map((x) => x.output).sort(), mode).toEqual(["call_sequence_and_late_writes", "calls_per_rank", "grads_vs_one_rank_4_rows", "ranges_cover_table_once", "ranks_bitwise_equal"]);
+      expect(m.find((x) => x.output === "grads_vs_one_rank_4_rows")?.tol).toBe(1e-4);
+      for (const x of m.filter((x) => x.output !== "grads_vs_one_rank_4_rows")) expect(x.tol, `${mode} ${x.output}`).toBe(0);
+    }
+  });
+
+  it("memory: activation_bytes() equals what forward + backward allocate, and 24l-512d bf16 at L 2048 x 24 cells fits an 80 GB GPU", () => {
+    const mem = checks.filter((x) => x.check === "memory");
+    expect(mem.length).toBe(2 * 2 * 3);
+    for (const x of mem) expect(x.tol).toBe(0);
+    const plan = rows.find((x) => (x as Record<string, unknown>).memory_plan) as Record<string, number> | undefined;
+    expect(plan?.total_gib).toBeGreaterThan(10);
+    expect(plan?.total_gib).toBeLessThan(67);
+    expect(checks.find((x) => x.check === "memory_plan")?.ok).toBe(true);
   });
 });
 
