@@ -88,6 +88,16 @@ void GpuModel<T>::set_moments(const float* m, const float* v) {
   dev::copy_to_device(v_, v, (std::size_t)n_ * sizeof(float), s_);
 }
 template <typename T>
+void GpuModel<T>::get_moments(float* m, float* v) const {
+  dev::copy_to_host(m, m_, (std::size_t)n_ * sizeof(float), s_);
+  dev::copy_to_host(v, v_, (std::size_t)n_ * sizeof(float), s_);
+}
+template <typename T>
+void GpuModel<T>::set_grads(const float* host) {
+  wait_grads();
+  dev::copy_to_device(grad_, host, (std::size_t)n_ * sizeof(float), s_);
+}
+template <typename T>
 void GpuModel<T>::get_grads(float* host) const {
   const_cast<GpuModel*>(this)->wait_grads();
   dev::copy_to_host(host, grad_, (std::size_t)n_ * sizeof(float), s_);

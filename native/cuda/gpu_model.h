@@ -94,7 +94,9 @@ class GpuModel {
   void set_params(const float* host);
   void get_params(float* host) const;
   void set_moments(const float* m, const float* v);
+  void get_moments(float* m, float* v) const;
   void get_grads(float* host) const;
+  void set_grads(const float* host);  // e.g. after a host-side all-reduce
   void zero_grad();
 
   void forward(const std::int32_t* tokens, const std::int32_t* lengths, i64 B, i64 L);  // host arrays

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "../cuda/gpu_model.h"
+#include "gpu_backend.h"
 #include "model.h"
 #include "ops/global_norm.h"
 
@@ -70,23 +71,7 @@ static gm::Config small_config(gm::Mixer mx, gm::Combine c) {
   if (mx == gm::Mixer::Mamba1) g.dt_rank = 3;  // E = 32 channels: scan lane blocks of 16; X = 3 + 2 * 8
   return g;
 }
-static cu::GpuConfig gpu_config(const gm::Config& c) {
-  cu::GpuConfig g;
-  g.vocab_size = c.vocab_size;
-  g.d_model = c.d_model;
-  g.n_layer = c.n_layer;
-  g.mixer = (cu::GpuMixer)(int)c.mixer;
-  g.combine = (cu::GpuCombine)(int)c.combine;
-  g.d_state = c.d_state;
-  g.headdim = c.headdim;
-  g.expand = c.expand;
-  g.d_conv = c.d_conv;
-  g.dt_rank = c.dt_rank;
-  g.norm_eps = c.norm_eps;
-  g.pad_token_id = c.pad_token_id;
-  g.chunk_size = c.chunk_size;
-  return g;
-}
+static cu::GpuConfig gpu_config(const gm::Config& c) { return gm::to_gpu_config(c); }
 
 struct Batch {
   i64 B = 3, L = 11;
