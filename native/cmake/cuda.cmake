@@ -1,25 +1,37 @@
 # CUDA backend detection (included by native/CMakeLists.txt).
 #
-#   GM_CUDA=AUTO (default)  build the CUDA backend when a toolkit, cuBLAS + cuBLASLt and NCCL are all found
+#   GM_CUDA=AUTO (default)  build the CUDA backend when nvcc and the CUDA runtime are found
 #   GM_CUDA=ON              the same, but a missing piece is a configure error
 #   GM_CUDA=OFF             CPU only
 # Set as -DGM_CUDA=... or through the environment (GM_CUDA=OFF npm run setup).
 #
+# cuBLASLt and NCCL are not needed to build: the backend loads them at run time with dlopen
+# (native/cuda/dynlib.h has that search order; `gm doctor` shows what it finds). Their headers, when
+# found here, only let the build check our declarations against them.
+#
 # Search order:
 #   toolkit (nvcc):  $GM_CUDA_HOME, $CUDA_HOME, $CUDA_PATH, /usr/local/cuda  (first with bin/nvcc)
-#   cuBLAS, cuBLASLt, NCCL (headers and libraries), after the toolkit's own include/ and lib64/:
-#                    the NVIDIA pip wheels: $GM_NVIDIA_WHEELS/{cublas,nccl,cuda_runtime}/{include,lib}
+#   CUDA runtime (required): cuda_runtime_api.h in the toolkit's include/ and targets/*/include,
+#                    libcudart_static.a in its lib64/, lib/ and targets/*/lib
+#   cuBLASLt, NCCL (optional: headers to check against, the library's folder as a run-time hint),
+#                    after the toolkit's include/, lib64/, lib/ and targets/*/{include,lib}:
+#                    the NVIDIA pip wheels: $GM_NVIDIA_WHEELS/{cublas,nccl,cu13}/{include,lib}
 #                    (GM_NVIDIA_WHEELS is a site-packages/nvidia folder), else <site-packages>/nvidia/...
 #                    of the first python3 on PATH (its purelib and user site), then the system folders
 #                    /usr/include, /usr/local/include, /usr/lib/<arch>-linux-gnu, /usr/lib64, /usr/local/lib.
-# Outputs: GM_CUDA_BUILD (ON/OFF), GM_CUDA_REASON, GM_CUDA_TOOLKIT, GM_CUDA_VERSION, GM_NVCC,
-# GM_CUDA_ARCHS, and the found include dirs and libraries.
+# Outputs: GM_CUDA_BUILD (ON/OFF), GM_CUDA_REASON, GM_CUDA_TOOLKIT, GM_CUDA_VERSION, GM_NVCC, GM_CUDA_ARCHS,
+#   GM_CUDA_INCLUDE        the folder of cuda_runtime_api.h
+#   GM_CUDART_STATIC_LIB   libcudart_static.a (link it with dl, pthread and rt)
+#   GM_CUBLASLT_INC        the folder of cublasLt.h, or empty: when set, compile with -DGM_HAVE_CUBLASLT_H
+#   GM_NCCL_INC            the folder of nccl.h, or empty: when set, compile with -DGM_HAVE_NCCL_H
+#   GM_CUBLASLT_DIR        the folder of a libcublasLt.so*, or empty: -DGM_BUILD_CUBLASLT_DIR="<dir>"
+#   GM_NCCL_DIR            the folder of a libnccl.so*, or empty: -DGM_BUILD_NCCL_DIR="<dir>"
 
 set(GM_CUDA_DEFAULT AUTO)
 if(DEFINED ENV{GM_CUDA})
   set(GM_CUDA "$ENV{GM_CUDA}" CACHE STRING "" FORCE)
 endif()
-set(GM_CUDA ${GM_CUDA_DEFAULT} CACHE STRING "CUDA backend: AUTO (when toolkit, cuBLAS(Lt) and NCCL are found), ON (required) or OFF")
+set(GM_CUDA ${GM_CUDA_DEFAULT} CACHE STRING "CUDA backend: AUTO (when nvcc and the CUDA runtime are found), ON (required) or OFF")
 set_property(CACHE GM_CUDA PROPERTY STRINGS AUTO ON OFF)
 string(TOUPPER "${GM_CUDA}" GM_CUDA_MODE)
 if(NOT GM_CUDA_MODE MATCHES "^(AUTO|ON|OFF)$")
@@ -31,6 +43,12 @@ set(GM_CUDA_BUILD OFF)
 set(GM_CUDA_TOOLKIT "")
 set(GM_CUDA_VERSION "")
 set(GM_NVCC "")
+set(GM_CUDA_INCLUDE "")
+set(GM_CUDART_STATIC_LIB "")
+set(GM_CUBLASLT_INC "")
+set(GM_NCCL_INC "")
+set(GM_CUBLASLT_DIR "")
+set(GM_NCCL_DIR "")
 
 if(GM_CUDA_MODE STREQUAL "OFF")
   set(GM_CUDA_REASON "disabled (GM_CUDA=OFF)")
@@ -61,7 +79,7 @@ else()
     endif()
   endif()
 
-  # 2. cuBLAS, cuBLASLt, NCCL: the toolkit, the NVIDIA wheels, the system.
+  # 2. Where to look: the toolkit, the NVIDIA wheels, the system.
   set(_gm_wheels "")
   if(DEFINED ENV{GM_NVIDIA_WHEELS} AND NOT "$ENV{GM_NVIDIA_WHEELS}" STREQUAL "")
     list(APPEND _gm_wheels "$ENV{GM_NVIDIA_WHEELS}")
@@ -84,6 +102,7 @@ else()
   set(_gm_tk_lib "")
   if(GM_CUDA_TOOLKIT)
     file(GLOB _gm_targets "${GM_CUDA_TOOLKIT}/targets/*")
+    list(SORT _gm_targets)
     set(_gm_tk_inc "${GM_CUDA_TOOLKIT}/include")
     set(_gm_tk_lib "${GM_CUDA_TOOLKIT}/lib64" "${GM_CUDA_TOOLKIT}/lib")
     foreach(_t ${_gm_targets})
@@ -91,21 +110,24 @@ else()
       list(APPEND _gm_tk_lib "${_t}/lib")
     endforeach()
   endif()
-  # gm_cuda_find(<var> <pip package> <include|lib> <file globs...>): the first match, and the folders searched.
+  # gm_cuda_find(<var> <pip package|-> <include|lib> <file globs...>): the first match, and the folders
+  # searched; "-" searches the toolkit only.
   function(gm_cuda_find var pkg kind)
     set(dirs "")
     if(kind STREQUAL "include")
       list(APPEND dirs ${_gm_tk_inc})
-      foreach(w ${_gm_wheels})
-        list(APPEND dirs "${w}/${pkg}/include")
-      endforeach()
-      list(APPEND dirs ${_gm_sys_inc})
     else()
       list(APPEND dirs ${_gm_tk_lib})
+    endif()
+    if(NOT pkg STREQUAL "-")
       foreach(w ${_gm_wheels})
-        list(APPEND dirs "${w}/${pkg}/lib")
+        list(APPEND dirs "${w}/${pkg}/${kind}" "${w}/cu13/${kind}")
       endforeach()
-      list(APPEND dirs ${_gm_sys_lib})
+      if(kind STREQUAL "include")
+        list(APPEND dirs ${_gm_sys_inc})
+      else()
+        list(APPEND dirs ${_gm_sys_lib})
+      endif()
     endif()
     list(REMOVE_DUPLICATES dirs)
     set(found "")
@@ -126,55 +148,63 @@ else()
     set(${var} "${found}" PARENT_SCOPE)
     set(${var}_SEARCHED "${searched}" PARENT_SCOPE)
   endfunction()
-  gm_cuda_find(GM_CUBLASLT_H cublas include cublasLt.h)
-  gm_cuda_find(GM_CUBLAS_H cublas include cublas_v2.h)
-  gm_cuda_find(GM_NCCL_H nccl include nccl.h)
-  gm_cuda_find(GM_CUBLASLT_LIB cublas lib libcublasLt.so libcublasLt.so.*)
-  gm_cuda_find(GM_CUBLAS_LIB cublas lib libcublas.so libcublas.so.*)
-  gm_cuda_find(GM_NCCL_LIB nccl lib libnccl.so libnccl.so.*)
-  gm_cuda_find(GM_CUDART_LIB cuda_runtime lib libcudart.so libcudart.so.*)
 
-  # What is missing: the first missing header of each package with the folders searched; missing
-  # libraries the same way, or just named when their package's header is missing too.
+  # 3. Required: the CUDA runtime's header and static library.
+  gm_cuda_find(_gm_cudart_h - include cuda_runtime_api.h)
+  gm_cuda_find(GM_CUDART_STATIC_LIB - lib libcudart_static.a)
+  if(_gm_cudart_h)
+    get_filename_component(GM_CUDA_INCLUDE "${_gm_cudart_h}" DIRECTORY)
+  endif()
+
+  # 4. Optional: cuBLASLt and NCCL headers and libraries.
+  gm_cuda_find(_gm_cublaslt_h cublas include cublasLt.h)
+  gm_cuda_find(_gm_nccl_h nccl include nccl.h)
+  gm_cuda_find(_gm_cublaslt_lib cublas lib libcublasLt.so libcublasLt.so.*)
+  gm_cuda_find(_gm_nccl_lib nccl lib libnccl.so libnccl.so.*)
+  # cublasLt.h includes cublas_api.h: a lone cublasLt.h is no use.
+  if(_gm_cublaslt_h)
+    get_filename_component(_d "${_gm_cublaslt_h}" DIRECTORY)
+    if(EXISTS "${_d}/cublas_api.h")
+      set(GM_CUBLASLT_INC "${_d}")
+    endif()
+  endif()
+  if(_gm_nccl_h)
+    get_filename_component(GM_NCCL_INC "${_gm_nccl_h}" DIRECTORY)
+  endif()
+  if(_gm_cublaslt_lib)
+    get_filename_component(GM_CUBLASLT_DIR "${_gm_cublaslt_lib}" DIRECTORY)
+  endif()
+  if(_gm_nccl_lib)
+    get_filename_component(GM_NCCL_DIR "${_gm_nccl_lib}" DIRECTORY)
+  endif()
+
   set(_gm_missing "")
-  set(_gm_missing_libs "")
-  foreach(_grp "cuBLAS;GM_CUBLASLT_H;cublasLt.h;GM_CUBLAS_H;cublas_v2.h;GM_CUBLASLT_LIB;libcublasLt.so;GM_CUBLAS_LIB;libcublas.so"
-               "NCCL;GM_NCCL_H;nccl.h;GM_NCCL_LIB;libnccl.so"
-               "cudart;GM_CUDART_LIB;libcudart.so")
-    list(POP_FRONT _grp _pkg)
-    set(_hdr_missing OFF)
-    while(_grp)
-      list(POP_FRONT _grp _var _name)
-      if(NOT ${_var})
-        if(_name MATCHES "\\.h$")
-          if(NOT _hdr_missing)
-            list(APPEND _gm_missing "no ${_name} (searched ${${_var}_SEARCHED})")
-          endif()
-          set(_hdr_missing ON)
-        elseif(_hdr_missing)
-          list(APPEND _gm_missing_libs "${_name}")
-        else()
-          list(APPEND _gm_missing "no ${_name} (searched ${${_var}_SEARCHED})")
-        endif()
-      endif()
-    endwhile()
-  endforeach()
-  if(_gm_missing_libs)
-    string(REPLACE ";" ", " _gm_ml "${_gm_missing_libs}")
-    list(APPEND _gm_missing "nor ${_gm_ml}")
+  if(NOT _gm_cudart_h)
+    list(APPEND _gm_missing "no cuda_runtime_api.h (searched ${_gm_cudart_h_SEARCHED})")
+  endif()
+  if(NOT GM_CUDART_STATIC_LIB)
+    list(APPEND _gm_missing "no libcudart_static.a (searched ${GM_CUDART_STATIC_LIB_SEARCHED})")
   endif()
   string(REPLACE ";" ", " _gm_roots_str "${_gm_root_names}")
   string(REPLACE ";" "; " _gm_missing_str "${_gm_missing}")
+  set(_gm_runtime_note "cuBLASLt and NCCL are not needed to build: they are loaded at run time (see `gm doctor`)")
   if(NOT GM_NVCC)
-    set(GM_CUDA_REASON "no CUDA toolkit: no bin/nvcc under ${_gm_roots_str}")
-    if(_gm_missing)
-      set(GM_CUDA_REASON "${GM_CUDA_REASON}; also ${_gm_missing_str}")
-    endif()
+    set(GM_CUDA_REASON "no CUDA toolkit: no bin/nvcc under ${_gm_roots_str}; ${_gm_runtime_note}")
   elseif(_gm_missing)
-    set(GM_CUDA_REASON "found nvcc ${GM_CUDA_VERSION} at ${GM_NVCC} but ${_gm_missing_str}")
+    set(GM_CUDA_REASON "found nvcc ${GM_CUDA_VERSION} at ${GM_NVCC} but ${_gm_missing_str}; ${_gm_runtime_note}")
   else()
     set(GM_CUDA_BUILD ON)
-    set(GM_CUDA_REASON "found nvcc ${GM_CUDA_VERSION} at ${GM_NVCC}, cuBLASLt (${GM_CUBLASLT_LIB}) and NCCL (${GM_NCCL_LIB}); UNTESTED configuration: the kernels are linked into the addon but the model does not call them yet")
+    if(GM_CUBLASLT_INC)
+      set(_gm_lt "cuBLASLt headers ${GM_CUBLASLT_INC}")
+    else()
+      set(_gm_lt "no cuBLASLt headers")
+    endif()
+    if(GM_NCCL_INC)
+      set(_gm_nc "NCCL headers ${GM_NCCL_INC}")
+    else()
+      set(_gm_nc "no NCCL headers")
+    endif()
+    set(GM_CUDA_REASON "found nvcc ${GM_CUDA_VERSION} at ${GM_NVCC} and the CUDA runtime (${GM_CUDART_STATIC_LIB}); cuBLASLt and NCCL are loaded at run time (see `gm doctor`); ${_gm_lt}, ${_gm_nc} (checked against when present)")
   endif()
   if(NOT GM_CUDA_BUILD AND GM_CUDA_MODE STREQUAL "ON")
     message(FATAL_ERROR "gm: GM_CUDA=ON but the CUDA backend cannot be built: ${GM_CUDA_REASON}")
@@ -194,6 +224,16 @@ if(GM_CUDA_BUILD)
 else()
   set(_gm_built false)
 endif()
+if(GM_CUBLASLT_INC)
+  set(_j_lt_headers true)
+else()
+  set(_j_lt_headers false)
+endif()
+if(GM_NCCL_INC)
+  set(_j_nccl_headers true)
+else()
+  set(_j_nccl_headers false)
+endif()
 gm_json_str(_j_reason "${GM_CUDA_REASON}")
 gm_json_str(_j_toolkit "${GM_CUDA_TOOLKIT}")
 gm_json_str(_j_version "${GM_CUDA_VERSION}")
@@ -206,7 +246,7 @@ foreach(_a ${GM_CUDA_ARCHS})
   endif()
   set(_j_archs "${_j_archs}\"sm_${_a}\"")
 endforeach()
-set(GM_BUILD_INFO_JSON "{\n  \"cpu\": true,\n  \"blas\": ${_j_blas},\n  \"cuda\": {\n    \"built\": ${_gm_built},\n    \"mode\": ${_j_mode},\n    \"reason\": ${_j_reason},\n    \"toolkit\": ${_j_toolkit},\n    \"version\": ${_j_version},\n    \"archs\": [${_j_archs}]\n  }\n}\n")
+set(GM_BUILD_INFO_JSON "{\n  \"cpu\": true,\n  \"blas\": ${_j_blas},\n  \"cuda\": {\n    \"built\": ${_gm_built},\n    \"mode\": ${_j_mode},\n    \"reason\": ${_j_reason},\n    \"toolkit\": ${_j_toolkit},\n    \"version\": ${_j_version},\n    \"archs\": [${_j_archs}],\n    \"cublaslt_headers\": ${_j_lt_headers},\n    \"nccl_headers\": ${_j_nccl_headers}\n  }\n}\n")
 file(WRITE "${CMAKE_BINARY_DIR}/build-info.json.tmp" "${GM_BUILD_INFO_JSON}")
 configure_file("${CMAKE_BINARY_DIR}/build-info.json.tmp" "${CMAKE_BINARY_DIR}/build-info.json" COPYONLY)
 file(WRITE "${CMAKE_BINARY_DIR}/gm_build_info.h.tmp" "// generated by native/cmake/cuda.cmake\n#pragma once\nstatic const char* const kGmBuildInfo = R\"GMJSON(${GM_BUILD_INFO_JSON})GMJSON\";\n")

@@ -5,9 +5,9 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { inputError, writeJsonAtomic } from "@gm/core";
+import { ExitCode, GmError, inputError, writeJsonAtomic } from "@gm/core";
 import { type ModelConfig, type ModelConfigInput, resolveConfig } from "./config.js";
-import { loadNative, type NativeEngine, type NativeTensorInfo } from "./native.js";
+import { loadNative, type GpuOptions, type NativeEngine, type NativeGpuEngine, type NativeTensorInfo } from "./native.js";
 import { readHeader, readTensorInto, writeSafetensors } from "./safetensors.js";
 
 /** A right-padded batch: tokens [batch, length] row-major, each row's valid prefix length. */
@@ -40,6 +40,21 @@ export interface AdamWOptions {
 
 export type Pooling = "cls" | "mean";
 
+/** Where the model lives: the CPU engine (default), or one GPU through the CUDA backend. */
+export type Device = { kind: "cpu" } | ({ kind: "cuda" } & GpuOptions);
+
+type BufferName = "params" | "grads" | "adam_m" | "adam_v";
+
+/** The addon's GPU engine, or one clear error naming why this build has none. */
+function gpuEngine(config: ModelConfig, d: GpuOptions): NativeGpuEngine {
+  const native = loadNative();
+  if (!native.GpuEngine) {
+    const why = native.buildInfo?.().cuda.reason ?? "the addon predates the CUDA backend; rebuild with npm run setup";
+    throw new GmError(`this gm build has no CUDA backend (${why}); see gm doctor, or train on CPU`, ExitCode.usage);
+  }
+  return new native.GpuEngine(config, { device: d.device ?? 0, dtype: d.dtype ?? "bf16" });
+}
+
 export const IGNORE_INDEX = -100;
 
 /** Pads token sequences on the right into a Batch (truncating to maxLength when given). */
@@ -71,20 +86,28 @@ export function clippedAdamwStep(target: Pick<NativeEngine, "gradNorm" | "adamw"
 export class GeneMamba {
   readonly config: ModelConfig;
   readonly tensors: NativeTensorInfo[];
+  readonly device: Device;
   private readonly engine: NativeEngine;
+  /** The same object as engine when the model is on a GPU: its buffers are host mirrors. */
+  private readonly gpu?: NativeGpuEngine;
   private readonly byName: Map<string, NativeTensorInfo>;
   private last?: Batch;
 
-  private constructor(config: ModelConfig) {
+  private constructor(config: ModelConfig, device: Device = { kind: "cpu" }) {
     this.config = config;
-    this.engine = new (loadNative().Engine)(config);
+    this.device = device;
+    if (device.kind === "cuda") this.engine = this.gpu = gpuEngine(config, device);
+    else this.engine = new (loadNative().Engine)(config);
     this.tensors = this.engine.tensorTable();
     this.byName = new Map(this.tensors.map((t) => [t.name, t]));
   }
 
-  /** A freshly initialised model (Mamba-2 / reference initialisation, deterministic per seed). */
-  static create(config: ModelConfigInput | ModelConfig, seed = 0): GeneMamba {
-    const m = new GeneMamba(resolveConfig(config as ModelConfigInput));
+  /**
+   * A freshly initialised model (Mamba-2 / reference initialisation, deterministic per seed; on a
+   * GPU the same weights, initialised on the host and uploaded).
+   */
+  static create(config: ModelConfigInput | ModelConfig, seed = 0, device?: Device): GeneMamba {
+    const m = new GeneMamba(resolveConfig(config as ModelConfigInput), device);
     m.engine.init(seed);
     return m;
   }
@@ -94,7 +117,7 @@ export class GeneMamba {
    * or a .safetensors file with `config` given or stored in its metadata. A reference checkpoint's
    * combine mode is inferred from its tensors (mamba_mixer.aggr.* present: gate; absent: mean).
    */
-  static load(location: string, config?: ModelConfigInput): GeneMamba {
+  static load(location: string, config?: ModelConfigInput, device?: Device): GeneMamba {
     const file = fs.existsSync(location) && fs.statSync(location).isDirectory() ? path.join(location, "model.safetensors") : location;
     const header = readHeader(file);
     let input = config;
@@ -108,7 +131,7 @@ export class GeneMamba {
     const hasAggr = header.tensors.has("mamba_mixer.aggr.weight");
     if (!input.combine) input.combine = hasAggr ? "gate" : "mean";
     if (!input.mixer) input.mixer = [...header.tensors.keys()].some((k) => k.endsWith(".x_proj.weight")) ? "mamba1" : "mamba2";
-    const m = new GeneMamba(resolveConfig(input, file));
+    const m = new GeneMamba(resolveConfig(input, file), device);
     m.loadWeights(file, header);
     return m;
   }
@@ -133,6 +156,24 @@ export class GeneMamba {
     } finally {
       fs.closeSync(fd);
     }
+    this.commitParams();
+  }
+
+  // On a GPU the buffers are host mirrors: pull before reading them, commit after writing them.
+  private pull(which: BufferName): void {
+    this.gpu?.download(which);
+  }
+  /** After writing into `params` (or a `tensor` view of it): sends the weights to the GPU; no-op on CPU. */
+  commitParams(): void {
+    this.gpu?.upload("params");
+  }
+  /** After writing into `grads` (e.g. a host-side all-reduce): sends them to the GPU; no-op on CPU. */
+  commitGrads(): void {
+    this.gpu?.upload("grads");
+  }
+  /** After writing into `optimizerState()`'s moments: sends them to the GPU; no-op on CPU. */
+  commitOptimizerState(): void {
+    this.gpu?.upload("adam_m");
   }
 
   /**
@@ -163,7 +204,7 @@ export class GeneMamba {
 
   /** Saves model.safetensors (reference tensor names, float32) and config.json into a folder. */
   save(dir: string, metadata: Record<string, string> = {}): void {
-    const params = this.engine.buffer("params");
+    const params = this.params;
     writeSafetensors(
       path.join(dir, "model.safetensors"),
       this.tensors.map((t) => ({ name: t.name, shape: t.shape, data: params.subarray(t.offset, t.offset + t.numel) })),
@@ -177,14 +218,21 @@ export class GeneMamba {
     return t.offset + t.numel;
   }
 
-  /** Zero-copy views of the flat buffers (the pretrain loop all-reduces grads through these). */
+  /**
+   * Zero-copy views of the flat buffers (the pretrain loop all-reduces grads through these). On a
+   * GPU each read downloads into the host mirror; writes reach the device with commitParams /
+   * commitGrads / commitOptimizerState.
+   */
   get params(): Float32Array {
+    this.pull("params");
     return this.engine.buffer("params");
   }
   get grads(): Float32Array {
+    this.pull("grads");
     return this.engine.buffer("grads");
   }
   optimizerState(): { m: Float32Array; v: Float32Array } {
+    this.pull("adam_m");
     return { m: this.engine.buffer("adam_m"), v: this.engine.buffer("adam_v") };
   }
 
@@ -192,7 +240,28 @@ export class GeneMamba {
   tensor(name: string, which: "params" | "grads" = "params"): Float32Array {
     const t = this.byName.get(name);
     if (!t) throw new Error(`no tensor named ${name}`);
+    this.pull(which);
     return this.engine.buffer(which).subarray(t.offset, t.offset + t.numel);
+  }
+
+  /**
+   * Data parallel on GPUs through NCCL: joins the group (every rank calls this with rank 0's
+   * `ncclUniqueId()`); afterwards reduceNextBackward() before a step's last backward averages the
+   * gradients across ranks, overlapped with that backward, and finishReduction() waits for it.
+   */
+  joinNccl(uniqueId: Uint8Array, rank: number, worldSize: number, timeoutSeconds = 600): void {
+    if (!this.gpu) throw new Error("joinNccl: the model is on the CPU");
+    this.gpu.joinNccl(uniqueId, rank, worldSize, timeoutSeconds);
+  }
+  reduceNextBackward(): void {
+    this.gpu!.reduceNextBackward();
+  }
+  finishReduction(): void {
+    this.gpu!.finishReduction();
+  }
+  /** Device bytes of the parameters, gradients and AdamW moments (GPU), and of a batch's activations. */
+  gpuMemory(batch: number, length: number): { params: number; activations: number } | undefined {
+    return this.gpu ? { params: this.gpu.paramBytes(), activations: this.gpu.activationBytesFor(batch, length) } : undefined;
   }
 
   private run(b: Batch): void {

@@ -31,6 +31,26 @@ export interface NativeEngine {
   activationBytes(): number;
 }
 
+/** The GPU model (native/src/gpu_backend.h): the Engine surface over host mirrors of the device buffers. */
+export interface NativeGpuEngine extends NativeEngine {
+  /** device -> host mirror (the buffer(name) view). adam_m / adam_v move together. */
+  download(name: "params" | "grads" | "adam_m" | "adam_v"): void;
+  /** host mirror -> device. */
+  upload(name: "params" | "grads" | "adam_m" | "adam_v"): void;
+  activationBytesFor(batch: number, length: number): number;
+  paramBytes(): number;
+  joinNccl(uniqueId: Uint8Array, rank: number, worldSize: number, timeoutSeconds: number): void;
+  reduceNextBackward(): void;
+  finishReduction(): void;
+}
+
+export interface GpuOptions {
+  /** CUDA ordinal (default 0). */
+  device?: number;
+  /** bf16 activations and parameter copy with fp32 master weights (default), or fp32 throughout. */
+  dtype?: "bf16" | "float32";
+}
+
 export interface NativeHead {
   tensorTable(): NativeTensorInfo[];
   bufferTable(): NativeTensorInfo[];
@@ -71,10 +91,23 @@ export interface NativeModule {
   backend: string;
   /** Absent in addons built before it existed (rebuild with `npm run setup`). */
   buildInfo?(): NativeBuildInfo;
+  /** Present when the addon has a GPU backend: "cuda", or "emulated" (gm_native_emul.node). */
+  GpuEngine?: new (config: object, options?: GpuOptions) => NativeGpuEngine;
+  gpuBackend?: "cuda" | "emulated";
+  gpuCount?(): number;
+  /** JSON: devices, driver/runtime versions, cuBLASLt and NCCL found at run time (or why not). */
+  gpuReport?(): string;
+  /** NCCL's unique id (rank 0 makes it and serves it to the other ranks). */
+  ncclUniqueId?(): Uint8Array;
 }
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-export const ADDON_PATH = path.resolve(here, "..", "..", "..", "native", "build", "Release", "gm_native.node");
+const RELEASE_DIR = path.resolve(here, "..", "..", "..", "native", "build", "Release");
+/**
+ * The addon: gm_native.node, or with GM_GPU_EMULATION=1 gm_native_emul.node, the same addon whose
+ * GpuEngine runs the CUDA kernels' bodies on the CPU (for tests of the GPU paths without a GPU).
+ */
+export const ADDON_PATH = path.join(RELEASE_DIR, process.env.GM_GPU_EMULATION === "1" ? "gm_native_emul.node" : "gm_native.node");
 /** Written by CMake when it configures native/ (whether or not the addon then built). */
 export const BUILD_INFO_PATH = path.resolve(here, "..", "..", "..", "native", "build", "build-info.json");
 

@@ -139,6 +139,8 @@ export function readTrainerState(dir: string): TrainerState {
 export interface AdamOwner {
   readonly tensors: { name: string; shape: number[]; offset: number; numel: number }[];
   optimizerState(): { m: Float32Array; v: Float32Array };
+  /** After the moments were written (a GPU model uploads them). */
+  commitOptimizerState?(): void;
 }
 
 /** The owner's AdamW moments as safetensors entries `<prefix>exp_avg.<name>` / `<prefix>exp_avg_sq.<name>` (views, no copy). */
@@ -165,6 +167,7 @@ export function readAdamState(file: string, parts: { prefix: string; owner: Adam
           if (e.shape.join(",") !== t.shape.join(",")) throw inputError(file, `tensor ${name} has shape [${e.shape}], the model needs [${t.shape}]`);
           readTensorInto(file, header, e, buf.subarray(t.offset, t.offset + t.numel), fd);
         }
+      owner.commitOptimizerState?.();
     }
   } finally {
     fs.closeSync(fd);

@@ -4,6 +4,7 @@
  */
 import * as fs from "node:fs";
 import * as os from "node:os";
+import { loadNative } from "@gm/engine";
 import type { ModelConfig } from "@gm/engine";
 
 /**
@@ -47,6 +48,19 @@ export function cpuPeakFlops(threads: number): { flops: number; how: string } {
   if (!mhz) mhz = os.cpus()[0]?.speed ?? 2000;
   const perCycle = /\bavx512f\b/.test(flags) ? 64 : /\bavx2\b/.test(flags) && /\bfma\b/.test(flags) ? 32 : 8;
   return { flops: threads * mhz * 1e6 * perCycle, how: `${threads} threads x ${(mhz / 1000).toFixed(2)} GHz x ${perCycle} FLOP/cycle` };
+}
+
+/**
+ * Dense bf16 tensor-core peak of a GPU, as the CUDA backend computes it (SMs x clock x per-SM rate,
+ * native/cuda/device_cuda.cpp); the emulated backend has none, so the CPU's peak stands in there.
+ */
+export function gpuPeakFlops(ordinal: number): { flops: number; how: string } {
+  const native = loadNative();
+  const report = native.gpuReport ? (JSON.parse(native.gpuReport()) as { devices?: { name?: string; bf16_peak_tflops?: number }[] }) : {};
+  const d = report.devices?.[ordinal];
+  if (d?.bf16_peak_tflops) return { flops: d.bf16_peak_tflops * 1e12, how: `${d.name}: ${d.bf16_peak_tflops.toFixed(0)} TFLOP/s dense bf16` };
+  const cpu = cpuPeakFlops(native.maxThreads());
+  return { flops: cpu.flops, how: `${d?.name ?? "unknown GPU"}: no bf16 peak known; CPU peak ${cpu.how}` };
 }
 
 /** Appends one JSON object per line; the file is reopened per write so a crash loses at most one line. */

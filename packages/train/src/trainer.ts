@@ -11,10 +11,10 @@ import { createProgress, ExitCode, GmError, inputError, readJsonFile, removeStal
 import { loadGeneMap, loadVocabulary, type Vocabulary } from "@gm/data";
 import { GeneMamba, loadModelConfig, loadNative, resolveConfig, type ModelConfig, type ModelConfigInput } from "@gm/engine";
 import { checkpointDir, datasetMediansFile, latestCheckpoint, loadOptimizerState, pruneCheckpoints, readTrainerState, removePartialCheckpoints, saveCheckpoint, type TrainerState } from "./checkpoint.js";
-import { CommError, createLocalRing, createTcpGroup, type Communicator } from "./comm/index.js";
+import { CommError, createLocalRing, createTcpGroup, type Communicator, type TcpCommunicator } from "./comm/index.js";
 import { runFingerprint, type RunConfig } from "./config.js";
 import { readDatasetIndex, stepsPerEpoch, TokenLoader, type Cell, type LoaderPosition } from "./loader/index.js";
-import { cpuPeakFlops, JsonlWriter, trainingFlops } from "./metrics.js";
+import { cpuPeakFlops, gpuPeakFlops, JsonlWriter, trainingFlops } from "./metrics.js";
 import { prepareMlm } from "./objectives/mlm.js";
 import { prepareNtp } from "./objectives/ntp.js";
 import { infoNce, indexPairs, type PairIndex } from "./objectives/infonce.js";
@@ -51,6 +51,14 @@ export interface PretrainOptions {
   onGradients?: (step: number, grads: Float32Array) => void;
   /** Progress bar on a TTY (default: core's rule). */
   progress?: boolean;
+  /**
+   * Train on a GPU (one rank per process: `distributed` hosts one rank, or the world is 1). With
+   * several ranks the gradients are averaged by NCCL inside backward when the CUDA backend finds
+   * NCCL, else through the TCP group on the host (slower; the emulated backend always does this).
+   */
+  device?: { kind: "cuda"; ordinal: number; dtype?: "bf16" | "float32" };
+  /** Seconds a GPU rank waits on a collective before it gives up (a peer died): default 600. */
+  collectiveTimeoutS?: number;
 }
 
 export interface StepRecord {
@@ -224,6 +232,9 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
   const dist = o.distributed;
   // Global rank ids of the replicas in this process; only the process hosting rank 0 writes.
   const local = dist ? [...dist.localRanks] : Array.from({ length: worldSize }, (_, r) => r);
+  const gpu = o.device?.kind === "cuda" ? o.device : undefined;
+  if (gpu && local.length !== 1)
+    throw usageError(`a GPU process hosts one rank (it has ${local.length}: ${local.join(",")}); gm pretrain --gpus N starts one process per GPU`);
   const writer = local.includes(0);
   let comms: Communicator[];
   if (dist) {
@@ -254,6 +265,23 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
     throw e;
   } finally {
     for (const c of comms) c.close(failure);
+  }
+
+  // Rank 0 makes NCCL's unique id and serves it through the TCP group; every rank joins with it. Without
+  // NCCL (not found at run time, or the emulated backend) the gradients go through the TCP group.
+  async function joinNccl(model: GeneMamba, comm: TcpCommunicator, rank: number): Promise<boolean> {
+    const native = loadNative();
+    const report = native.gpuReport ? (JSON.parse(native.gpuReport()) as { nccl?: { found?: boolean; error?: string } }) : {};
+    if (native.gpuBackend !== "cuda" || !report.nccl?.found) {
+      log.warn({ why: report.nccl?.error ?? "no NCCL" }, "NCCL is not available: gradients are averaged on the host through the TCP group (slower)");
+      return false;
+    }
+    const id = rank === 0 ? native.ncclUniqueId!() : undefined;
+    if (id) await comm.serveBlob("nccl-unique-id", id);
+    const got = id ?? (await comm.fetchBlob("nccl-unique-id"));
+    model.joinNccl(got, rank, worldSize, o.collectiveTimeoutS ?? 600);
+    log.info({ rank, ranks: worldSize }, "joined the NCCL group");
+    return true;
   }
 
   async function train(): Promise<PretrainSummary> {
@@ -295,14 +323,16 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
   const latest = o.resume ? latestCheckpoint(out) : undefined;
   let state: TrainerState | undefined;
   const replicas: GeneMamba[] = [];
+  const device = gpu ? { kind: "cuda" as const, device: gpu.ordinal, dtype: gpu.dtype ?? "bf16" } : undefined;
   for (let i = 0; i < local.length; i++) {
     if (latest) {
-      const m = GeneMamba.load(latest.dir);
+      const m = GeneMamba.load(latest.dir, undefined, device);
       if (!sameJson(m.config, modelConfig)) throw inputError(path.join(latest.dir, "config.json"), "the checkpoint's model config differs from the run's; the folder was modified");
       loadOptimizerState(latest.dir, m);
       replicas.push(m);
-    } else replicas.push(GeneMamba.create(modelConfig, cfg.train.seed));
+    } else replicas.push(GeneMamba.create(modelConfig, cfg.train.seed, device));
   }
+  const nccl = gpu && dist && worldSize > 1 ? await joinNccl(replicas[0], comms[0] as TcpCommunicator, local[0]) : false;
   if (latest) {
     state = readTrainerState(latest.dir);
     if (state.fingerprint !== fingerprint) throw inputError(path.join(latest.dir, "trainer_state.json"), "belongs to a different run configuration");
@@ -336,7 +366,11 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
 
   const loader = new TokenLoader({ ...loaderOpts, start: state?.loader });
   const threads = loadNative().maxThreads();
-  const peak = cpuPeakFlops(threads);
+  const peak = gpu ? gpuPeakFlops(gpu.ordinal) : cpuPeakFlops(threads);
+  if (gpu) {
+    const mem = replicas[0].gpuMemory(micro, cfg.data.max_length)!;
+    log.info({ gpu: gpu.ordinal, dtype: gpu.dtype ?? "bf16", params_gib: +(mem.params / 2 ** 30).toFixed(2), activations_gib: +(mem.activations / 2 ** 30).toFixed(2), gradients: nccl ? "NCCL, per layer, overlapped" : worldSize > 1 ? "host (TCP)" : "single rank" }, "GPU memory for a full-length micro-batch");
+  }
   log.info(
     {
       model: `${modelConfig.n_layer}l-${modelConfig.d_model}d ${modelConfig.mixer}/${modelConfig.combine}`,
@@ -449,7 +483,9 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
           const comm = comms[i];
           const s = new Float64Array(5); // lm sum, infonce sum, pairs, tokens, positions
           model.zeroGrad();
-          for (const row of batches) {
+          for (const [k, row] of batches.entries()) {
+            // NCCL: the step's last backward averages the gradients as it goes (every rank arms it).
+            if (nccl && k === batches.length - 1) model.reduceNextBackward();
             const b = row[r];
             if (!b) continue;
             const lmScale = totalPositions > 0 ? (worldSize * b.lossPositions) / totalPositions : 0;
@@ -472,7 +508,11 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
             s[3] += b.tokenCount;
             s[4] += b.lossPositions;
           }
-          await comm.allReduceMean(model.grads);
+          if (nccl) model.finishReduction();
+          else if (worldSize > 1) {
+            await comm.allReduceMean(model.grads);
+            model.commitGrads();
+          }
           await comm.allReduceSum(s);
           return s;
         }),
@@ -483,7 +523,10 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
       const nce = pairIndex ? s[1] / nonEmpty : undefined;
       const loss = lm + (nce !== undefined ? gamma * nce : 0);
       const lr = learningRate(step, { kind: cfg.schedule.type, peakLr: cfg.optimizer.lr, warmupSteps: cfg.schedule.warmup_steps, totalSteps, minLrRatio: cfg.schedule.min_lr_ratio });
-      o.onGradients?.(step, replicas[0].grads);
+      if (o.onGradients) {
+        o.onGradients(step, replicas[0].grads);
+        replicas[0].commitGrads();
+      }
       // One norm for all replicas: their averaged gradients are bitwise identical.
       const norm = replicas[0].gradNorm();
       if (!Number.isFinite(loss) || !Number.isFinite(norm))

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { assertRunnable, createLocalRing, describeTopology, resolveTopology, type Communicator } from "@gm/train";
+import { assertRunnable, createLocalRing, describeTopology, gpuLaunch, resolveTopology, type Communicator } from "@gm/train";
 
 /** Deterministic pseudo-random floats in [-1, 1) (xorshift32). */
 function rng(seed: number) {
@@ -205,6 +205,7 @@ describe("topology", () => {
       nodeRank: 0,
       ranksPerNode: 1,
       localRanks: [0],
+      localIndex: 0,
       masterAddr: "127.0.0.1",
       masterPort: 29500,
       device: "cpu",
@@ -227,20 +228,39 @@ describe("topology", () => {
     expect(t).toMatchObject({ worldSize: 6, nnodes: 3, nodeRank: 1, localRanks: [2, 3], masterAddr: "10.0.0.1", masterPort: 1234, multiProcess: true });
     expect(describeTopology(t)).toMatch(/6 ranks = 3 nodes × 2 cpu ranks, 3 processes, this one \(node 1\) hosts ranks 2-3; master 10\.0\.0\.1:1234/);
     expect(() => assertRunnable(t)).not.toThrow();
-    // GPUs across nodes still need NCCL
+    // GPUs across nodes: refused without a CUDA backend, one clear line, exit 2
     const g = resolveTopology({ gpus: 2, nnodes: 2, nodeRank: 0, masterAddr: "10.0.0.1" }, none);
-    expect(() => assertRunnable(g)).toThrow("GPU data parallelism (--gpus 2) needs the NCCL communicator, which arrives with the CUDA backend; on CPU run the ranks in one process with --ranks 4");
+    expect(() => assertRunnable(g, { count: 0, reason: "no CUDA toolkit" })).toThrow("--gpus 2 needs the CUDA backend, which this build lacks (no CUDA toolkit); on CPU run the ranks with --ranks 2");
     try {
       assertRunnable(g);
     } catch (e) {
       expect((e as { exitCode: number }).exitCode).toBe(2);
     }
+    expect(() => assertRunnable(g, { backend: "cuda", count: 4 })).not.toThrow();
+    expect(() => assertRunnable(g, { backend: "cuda", count: 1 })).toThrow("--gpus 2 but this node has 1 visible GPU; use --gpus 1");
+    expect(() => assertRunnable(g, { backend: "cuda", count: 0 })).toThrow(/this process sees no GPU/);
   });
 
-  it("--gpus selects CUDA, not runnable yet", () => {
-    const t = resolveTopology({ gpus: 2 }, none);
-    expect(t).toMatchObject({ device: "cuda", worldSize: 2, localRanks: [0, 1], multiProcess: false });
-    expect(() => assertRunnable(t)).toThrow(/needs the NCCL communicator, which arrives with the CUDA backend; on CPU run the ranks in one process with --ranks 2/);
+  it("--gpus N on gm's own launch starts one torchrun-style worker per GPU; under torchrun the process is the rank on GPU LOCAL_RANK", () => {
+    const t = resolveTopology({ gpus: 2, nnodes: 2, nodeRank: 1, masterAddr: "10.0.0.1", masterPort: 1234 }, none);
+    expect(t).toMatchObject({ device: "cuda", worldSize: 4, localRanks: [2, 3], multiProcess: true });
+    const plan = gpuLaunch(t);
+    expect(plan).toEqual({
+      spawn: true,
+      workers: [
+        { rank: 2, localRank: 0, env: { RANK: "2", WORLD_SIZE: "4", LOCAL_RANK: "0", LOCAL_WORLD_SIZE: "2", GROUP_RANK: "1", MASTER_ADDR: "10.0.0.1", MASTER_PORT: "1234" } },
+        { rank: 3, localRank: 1, env: { RANK: "3", WORLD_SIZE: "4", LOCAL_RANK: "1", LOCAL_WORLD_SIZE: "2", GROUP_RANK: "1", MASTER_ADDR: "10.0.0.1", MASTER_PORT: "1234" } },
+      ],
+    });
+    // each worker, resolving its own env with the same flags, is one rank on its GPU
+    for (const w of (plan as { workers: { rank: number; localRank: number; env: Record<string, string> }[] }).workers) {
+      const wt = resolveTopology({ gpus: 2, nnodes: 2, nodeRank: 1, masterAddr: "10.0.0.1", masterPort: 1234 }, w.env);
+      expect(wt).toMatchObject({ launcher: "torchrun", worldSize: 4, localRanks: [w.rank], localIndex: w.localRank, device: "cuda", multiProcess: true });
+      expect(gpuLaunch(wt)).toEqual({ spawn: false, ordinal: w.localRank });
+      expect(() => assertRunnable(wt, { backend: "cuda", count: 2 })).not.toThrow();
+      if (w.localRank === 1) expect(() => assertRunnable(wt, { backend: "cuda", count: 1 })).toThrow(/local index is 1 but the process sees 1 GPU/);
+    }
+    expect(gpuLaunch(resolveTopology({ gpus: 1 }, none))).toEqual({ spawn: false, ordinal: 0 });
   });
 
   it("reads torchrun's environment: one rank per process", () => {
@@ -252,6 +272,7 @@ describe("topology", () => {
       nodeRank: 1,
       ranksPerNode: 4,
       localRanks: [5],
+      localIndex: 1,
       masterAddr: "node0",
       masterPort: 29400,
       device: "cpu",
@@ -302,6 +323,7 @@ describe("topology", () => {
       nodeRank: 1,
       ranksPerNode: 4,
       localRanks: [6],
+      localIndex: 2,
       masterAddr: "gpu07",
       masterPort: 29500,
       device: "cpu",

@@ -25,6 +25,8 @@ export interface Topology {
   ranksPerNode: number;
   /** The global ranks this process hosts. */
   localRanks: number[];
+  /** This process's first rank's index on its node (LOCAL_RANK, SLURM_LOCALID; 0 for gm's own launch): its GPU. */
+  localIndex: number;
   masterAddr: string;
   masterPort: number;
   /** "cuda" when --gpus is given. */
@@ -253,6 +255,7 @@ export function resolveTopology(flags: TopologyFlags, env: NodeJS.ProcessEnv = p
       nodeRank,
       ranksPerNode,
       localRanks: Array.from({ length: ranksPerNode }, (_, i) => nodeRank * ranksPerNode + i),
+      localIndex: 0,
       masterAddr,
       masterPort,
       device,
@@ -280,6 +283,7 @@ export function resolveTopology(flags: TopologyFlags, env: NodeJS.ProcessEnv = p
     nodeRank: w.nodeRank,
     ranksPerNode: w.ranksPerNode,
     localRanks: [w.rank],
+    localIndex: w.localRank,
     masterAddr,
     masterPort: flags.masterPort ?? w.masterPort ?? DEFAULT_MASTER_PORT,
     device,
@@ -311,11 +315,61 @@ export function describeTopology(t: Topology): string {
   return `data parallel: ${plural(t.worldSize, "rank")} = ${shape}, ${where} (launcher ${t.launcher})`;
 }
 
+/** What this machine's addon offers for GPU ranks (the CLI reads it from the native module). */
+export interface GpuAvailability {
+  /** "cuda", "emulated", or undefined: no GPU backend in this build. */
+  backend?: string;
+  /** GPUs visible to this process. */
+  count: number;
+  /** Why there is no GPU backend (the build's reason), for the message. */
+  reason?: string;
+}
+
 /**
- * Refuses worlds this build cannot run yet: CUDA data parallelism (needs NCCL). CPU worlds run in
- * one process (local ring) or across processes and nodes (TCP ring, comm/tcp-ring.ts).
+ * Refuses worlds this machine cannot run: GPU ranks without a GPU backend, or more GPUs per node than
+ * this process sees. CPU worlds run in one process (local ring) or across processes and nodes (TCP).
  */
-export function assertRunnable(t: Topology): void {
-  const tail = `needs the NCCL communicator, which arrives with the CUDA backend; on CPU run the ranks in one process with --ranks ${t.worldSize}`;
-  if (t.device === "cuda") throw usageError(`GPU data parallelism (--gpus ${t.ranksPerNode}) ${tail}`);
+export function assertRunnable(t: Topology, gpus?: GpuAvailability): void {
+  if (t.device !== "cuda") return;
+  const cpu = `; on CPU run the ranks with --ranks ${t.ranksPerNode}`;
+  if (!gpus?.backend) throw usageError(`--gpus ${t.ranksPerNode} needs the CUDA backend, which this build lacks (${gpus?.reason ?? "see gm doctor"})${cpu}`);
+  if (gpus.count < 1) throw usageError(`--gpus ${t.ranksPerNode}: this process sees no GPU (CUDA_VISIBLE_DEVICES, the driver; gm doctor shows what the CUDA runtime reports)${cpu}`);
+  const need = t.launcher === "gm" ? t.ranksPerNode : t.localIndex + 1;
+  if (gpus.count < need)
+    throw usageError(t.launcher === "gm"
+      ? `--gpus ${t.ranksPerNode} but this node has ${gpus.count} visible GPU${gpus.count === 1 ? "" : "s"}; use --gpus ${gpus.count}`
+      : `this rank's local index is ${t.localIndex} but the process sees ${gpus.count} GPU${gpus.count === 1 ? "" : "s"}; one rank per GPU`);
+}
+
+/** One worker process of a GPU launch: its environment is torchrun's, so it resolves as one rank. */
+export interface GpuWorker {
+  rank: number;
+  localRank: number;
+  env: Record<string, string>;
+}
+
+/**
+ * How GPU ranks start on this node. Under torchrun or Slurm this process is one rank on GPU
+ * `localIndex`. gm's own launch (`--gpus N`, with or without --nnodes) of more than one rank starts
+ * one worker per GPU (one process per GPU: one CUDA context and NCCL rank each, a crash confined to
+ * its process, and the same path as torchrun's) and waits for them.
+ */
+export function gpuLaunch(t: Topology): { spawn: false; ordinal: number } | { spawn: true; workers: GpuWorker[] } {
+  if (t.launcher !== "gm" || t.worldSize === 1) return { spawn: false, ordinal: t.localIndex };
+  return {
+    spawn: true,
+    workers: t.localRanks.map((rank, localRank) => ({
+      rank,
+      localRank,
+      env: {
+        RANK: String(rank),
+        WORLD_SIZE: String(t.worldSize),
+        LOCAL_RANK: String(localRank),
+        LOCAL_WORLD_SIZE: String(t.ranksPerNode),
+        GROUP_RANK: String(t.nodeRank),
+        MASTER_ADDR: t.masterAddr,
+        MASTER_PORT: String(t.masterPort),
+      },
+    })),
+  };
 }
