@@ -1,4 +1,5 @@
-// gm_gpu_model_emul: the GPU model (native/cuda/gpu_model.cpp) on the emulated backend
+// gm_gpu_model_emul (and, linked with the real CUDA backend, gm_gpu_model_check: the same checks on
+// a GPU, except the emulation-only data-parallel and exact-memory ones): the GPU model (native/cuda/gpu_model.cpp) on the emulated backend
 // (native/test/cuda_emul_device.cpp: every kernel body run over its launcher's grid on the CPU, host
 // memory, a loop GEMM) against the CPU engine (native/src/model.cpp Model) with the same parameters:
 // the tensor table, the loss, the post-norm hidden states and every parameter gradient (fp32 within
@@ -186,6 +187,44 @@ static void check_mode(gm::Mixer mx, gm::Combine comb, bool adam, double tol_out
   report("adamw_2_steps", mode, dt, "params", worst, sizeof(T) == 4 ? 1e-5 : tol_grad);
 }
 
+// ---- determinism: the same seed and batch twice (two models, then one model twice) give bitwise
+// equal losses, gradients and parameters after an AdamW step (no atomics in any reduction).
+template <typename T>
+static void check_determinism(gm::Mixer mx) {
+  const std::string mode = mx == gm::Mixer::Mamba1 ? "mamba1_gate" : "gate";
+  const char* dt = sizeof(T) == 4 ? "f32" : "bf16";
+  const gm::Config cfg = small_config(mx, gm::Combine::Gate);
+  gm::Model init(cfg);
+  init.init(11);
+  const Batch bt = make_batch((int)cfg.vocab_size, 12);
+  const i64 n = (i64)init.params.size();
+  std::vector<Vec> grads, params;
+  std::vector<double> losses;
+  cu::GpuModel<T> a(gpu_config(cfg)), b(gpu_config(cfg));
+  for (cu::GpuModel<T>* m : {&a, &b, &a}) {
+    m->set_params(init.params.data());
+    m->set_moments(Vec((size_t)n, 0.f).data(), Vec((size_t)n, 0.f).data());
+    m->zero_grad();
+    m->forward(bt.tokens.data(), bt.lengths.data(), bt.B, bt.L);
+    losses.push_back(m->loss(bt.targets.data(), 1.0, true).loss);
+    grads.emplace_back((size_t)n);
+    m->get_grads(grads.back().data());
+    cu::GpuAdamW h;
+    h.lr = 1e-3;
+    h.max_norm = 1.0;
+    m->adamw(h);
+    params.emplace_back((size_t)n);
+    m->get_params(params.back().data());
+  }
+  double differ = 0;
+  for (size_t r = 1; r < 3; r++) {
+    differ += losses[r] != losses[0];
+    for (i64 i = 0; i < n; i++) differ += grads[r][(size_t)i] != grads[0][(size_t)i] || params[r][(size_t)i] != params[0][(size_t)i];
+  }
+  report("determinism", mode, dt, "bitwise_differences", differ, 0);
+}
+
+#if defined(GM_CUDA_EMUL)
 // ---- data parallel: R ranks x b rows = 1 rank x R*b rows.
 // The emulated device runs every stream in call order, so the ranks run one after another and the
 // group averages at finish(), after every rank has enqueued its reductions. A reduction must read a
@@ -328,6 +367,8 @@ static void check_memory(gm::Mixer mx, gm::Combine comb) {
   report("memory", mode, dt, "all_freed", std::fabs((double)cu::device::memory_stats().in_use - (double)before), 0);
 }
 
+#endif
+
 static void memory_plan_reference() {
   cu::GpuConfig g;  // configs/models/genemamba-24l-512d.json, plus pretraining's [MASK] token
   g.vocab_size = 25427;
@@ -346,11 +387,25 @@ static void memory_plan_reference() {
 }
 
 int main() {
+#if !defined(GM_CUDA_EMUL)
+  if (cu::device::device_count() == 0) {
+    std::printf("{\"error\":\"no CUDA GPU visible: gm_gpu_model_check needs one (gm_gpu_model_emul runs the same checks emulated)\"}\n");
+    return 2;
+  }
+  const cu::device::DeviceProps props = cu::device::device_props(0);
+  std::printf("{\"device\":\"%s\",\"cc\":\"%d.%d\"}\n", props.name.c_str(), props.cc_major, props.cc_minor);
+#endif
   for (gm::Mixer mx : {gm::Mixer::Mamba2, gm::Mixer::Mamba1}) {
     for (gm::Combine c : {gm::Combine::Gate, gm::Combine::Mean, gm::Combine::Sum, gm::Combine::Concat, gm::Combine::Unidirectional})
       check_mode<float>(mx, c, c == gm::Combine::Gate || c == gm::Combine::Mean, 1e-4, 1e-4);
     for (gm::Combine c : {gm::Combine::Gate, gm::Combine::Mean}) check_mode<cu::bf16>(mx, c, true, 2e-2, 1e-1);
   }
+  for (gm::Mixer mx : {gm::Mixer::Mamba2, gm::Mixer::Mamba1}) {
+    check_determinism<float>(mx);
+    check_determinism<cu::bf16>(mx);
+  }
+#if defined(GM_CUDA_EMUL)
+  // host-side reads of the gradient ranges (EmulComm) and exact byte counts: the emulated device only
   for (gm::Mixer mx : {gm::Mixer::Mamba2, gm::Mixer::Mamba1}) {
     check_data_parallel(mx, gm::Combine::Gate, -1);
     check_data_parallel(mx, gm::Combine::Unidirectional, -1);
@@ -359,6 +414,7 @@ int main() {
     check_memory<cu::bf16>(mx, gm::Combine::Mean);
   }
   check_data_parallel(gm::Mixer::Mamba2, gm::Combine::Concat, 0);
+#endif
   memory_plan_reference();
   std::printf("{\"failures\":%d,\"checks\":%d}\n", failures, checks);
   return failures ? 1 : 0;
