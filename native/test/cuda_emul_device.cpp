@@ -24,9 +24,11 @@ using emul::run_grid;
 // ---------------------------------------------------------------- device.h
 namespace device {
 
-int device_count() { return 1; }
+// Eight "devices" that all are this host, so tests can start one worker per emulated GPU.
+constexpr int kEmulatedDevices = 8;
+int device_count() { return kEmulatedDevices; }
 void set_device(int ordinal) {
-  if (ordinal != 0) throw std::invalid_argument("emulated device: only device 0 exists");
+  if (ordinal < 0 || ordinal >= kEmulatedDevices) throw std::invalid_argument("emulated device: no such device");
 }
 DeviceProps device_props(int) {
   DeviceProps p;

@@ -158,7 +158,8 @@ export function buildProgram(): Command {
     .option("--keep-last <k>", "keep only the newest k checkpoints; 0 keeps all (overrides checkpoint.keep_last)", int("--keep-last", 0))
     .option("--log-every <n>", "log a step line every n steps (overrides log.every)", int("--log-every", 1))
     .option("--ranks <n>", "data-parallel CPU ranks in this process", int("--ranks", 1))
-    .option("--gpus <n>", "one rank per GPU (needs the CUDA backend)", int("--gpus", 1))
+    .option("--gpus <n>", "one rank per GPU on this node, one worker process each (needs the CUDA backend: gm doctor)", int("--gpus", 1))
+    .option("--precision <p>", "GPU ranks: bf16 (activations and weight copies, fp32 master weights and optimizer; default) or fp32")
     .option("--nnodes <n>", "nodes in a multi-node run (torchrun-style)", int("--nnodes", 1))
     .option("--node-rank <k>", "this node's index, 0-based", int("--node-rank", 0))
     .option("--master-addr <host>", "rank 0's address for multi-node rendezvous")
@@ -171,6 +172,8 @@ export function buildProgram(): Command {
         "gm pretrain --resume runs/gm-512d",
         "gm pretrain --config configs/pretrain/demo.json --data demo-output/tok --out runs/demo --ranks 2",
         "gm pretrain --config configs/pretrain/genemamba-24l-512d.json --data data/tok --out runs/x --nnodes 2 --node-rank 0 --master-addr 10.0.0.1 --master-port 29500",
+        "gm pretrain --config configs/pretrain/genemamba-24l-512d.json --data data/tok --out runs/x --gpus 4",
+        "gm pretrain --config configs/pretrain/genemamba-24l-512d.json --data data/tok --out runs/x --gpus 4 --nnodes 2 --node-rank 1 --master-addr node0 --master-port 29500",
       ]),
     )
     .action(lazy(() => import("./commands/pretrain.js"), { ownConfig: true }));

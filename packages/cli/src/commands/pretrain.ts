@@ -1,10 +1,59 @@
 import * as path from "node:path";
 import type { Logger } from "@gm/core";
-import { usageError } from "@gm/core";
-import { assertRunnable, describeTopology, loadRunConfig, pretrain, resolveRunConfig, resolveTopology, RUN_FILE, type RunConfig } from "@gm/train";
+import { ExitCode, GmError, usageError } from "@gm/core";
+import { assertRunnable, describeTopology, gpuLaunch, loadRunConfig, pretrain, resolveRunConfig, resolveTopology, RUN_FILE, type GpuWorker, type RunConfig } from "@gm/train";
 import { loadNative } from "@gm/engine";
 import * as fs from "node:fs";
+import { spawn, type ChildProcess } from "node:child_process";
 import { onGracefulStop } from "../main.js";
+
+/** Seconds the other workers get to notice a dead peer and exit on their own before they are killed. */
+const WORKER_GRACE_S = Number(process.env.GM_WORKER_GRACE_S ?? 60);
+
+/**
+ * gm's own launch of a GPU world on this node: one worker process per GPU, each this same command
+ * with torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, ...), so it resolves as one rank on GPU
+ * LOCAL_RANK. Their output is this process's; a signal here is passed on (each saves and stops); the
+ * first worker to fail sets the exit code, and the others are killed if they outlive the grace period.
+ */
+async function launchWorkers(workers: GpuWorker[], log: Logger): Promise<void> {
+  log.info({ workers: workers.map((w) => `rank ${w.rank} -> GPU ${w.localRank}`).join(", ") }, "starting one worker process per GPU");
+  const children: ChildProcess[] = [];
+  let failed: { rank: number; code: number } | undefined;
+  let killTimer: NodeJS.Timeout | undefined;
+  const exits = workers.map(
+    (w) =>
+      new Promise<number>((resolve) => {
+        const child = spawn(process.execPath, process.argv.slice(1), { env: { ...process.env, ...w.env }, stdio: "inherit" });
+        children.push(child);
+        child.on("error", (e) => {
+          log.error({ rank: w.rank, error: e.message }, "could not start a worker");
+          resolve(1);
+        });
+        child.on("exit", (code, signal) => {
+          const rc = code ?? (signal ? 128 + 9 : 1);
+          if (rc !== 0 && !failed) {
+            failed = { rank: w.rank, code: rc };
+            log.error({ rank: w.rank, exit: code ?? signal }, `worker of rank ${w.rank} failed; the others stop within ${WORKER_GRACE_S} s`);
+            killTimer = setTimeout(() => children.forEach((c) => c.exitCode === null && c.kill("SIGKILL")), WORKER_GRACE_S * 1000);
+          }
+          resolve(rc);
+        });
+      }),
+  );
+  onGracefulStop(() => children.forEach((c) => c.exitCode === null && c.kill("SIGTERM")));
+  try {
+    const codes = await Promise.all(exits);
+    if (failed) {
+      process.exitCode = failed.code;
+      throw new GmError(`gm pretrain: the worker of rank ${failed.rank} exited with ${failed.code}; see its messages above`, failed.code === 130 ? ExitCode.interrupted : ExitCode.internal);
+    }
+    if (codes.some((c) => c === 130)) process.exitCode = 130;
+  } finally {
+    if (killTimer) clearTimeout(killTimer);
+    onGracefulStop(undefined);
+  }
+}
 
 /** Command-line flags win over the run config's fields. */
 function applyFlags(cfg: RunConfig, o: Record<string, unknown>): RunConfig {
@@ -53,10 +102,24 @@ export async function run(o: Record<string, unknown>, _args: string[], log: Logg
     masterAddr: o.masterAddr as string | undefined,
     masterPort: o.masterPort as number | undefined,
   });
-  assertRunnable(topology);
+  let device: { kind: "cuda"; ordinal: number; dtype: "bf16" | "float32" } | undefined;
+  const precision = (o.precision as string | undefined) ?? "bf16";
+  if (!["bf16", "fp32"].includes(precision)) throw usageError(`--precision must be bf16 or fp32 (got ${precision})`);
+  if (topology.device === "cuda") {
+    const native = loadNative();
+    assertRunnable(topology, { backend: native.gpuBackend, count: native.gpuCount?.() ?? 0, reason: native.buildInfo?.().cuda.reason });
+  } else assertRunnable(topology);
+  if (resume && !fs.existsSync(path.join(out, RUN_FILE))) throw usageError(`${out}: no ${RUN_FILE} here, so there is no run to resume; start one with --config and --out`);
+  if (topology.device === "cuda") {
+    const plan = gpuLaunch(topology);
+    if (plan.spawn) {
+      log.info(describeTopology(topology));
+      return launchWorkers(plan.workers, log);
+    }
+    device = { kind: "cuda", ordinal: plan.ordinal, dtype: precision === "fp32" ? "float32" : "bf16" };
+  } else if (o.precision !== undefined) log.warn("--precision applies to GPU ranks (--gpus); the CPU engine computes in fp32");
   log.info(describeTopology(topology));
   if (o.threads !== undefined) loadNative().setThreads(Number(o.threads));
-  if (resume && !fs.existsSync(path.join(out, RUN_FILE))) throw usageError(`${out}: no ${RUN_FILE} here, so there is no run to resume; start one with --config and --out`);
 
   let stop = false;
   onGracefulStop(() => (stop = true));
@@ -71,6 +134,7 @@ export async function run(o: Record<string, unknown>, _args: string[], log: Logg
       resume,
       worldSize: o.ranks !== undefined || !resume || topology.multiProcess ? topology.worldSize : undefined,
       distributed: topology.multiProcess ? { localRanks: topology.localRanks, masterAddr: topology.masterAddr, masterPort: topology.masterPort } : undefined,
+      device,
       log,
       resumeOverrides,
       stopRequested: () => stop,
