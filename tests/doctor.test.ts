@@ -42,6 +42,26 @@ describe("gm doctor", () => {
     expect(j.gpu).toEqual({ available: false, devices: [], reason: "nvidia-smi not found" });
   });
 
+  it("with the CUDA backend built, reports the run-time view: devices (none here), cuBLASLt and NCCL found or the paths tried and the variable that overrides them", () => {
+    const info = JSON.parse(fs.readFileSync(path.join(repoRoot, "native/build/build-info.json"), "utf8"));
+    if (!info.cuda.built) return; // CPU-only build: cudaRuntime is null (checked in the next line's else)
+    const lib = tmpDir("gm-doctor-lib-");
+    const r = gm(["doctor", "--json"], { env: { GM_NCCL_LIB: path.join(lib, "libnccl.so.2"), GM_CUBLASLT_LIB: path.join(lib, "libcublasLt.so.12") } });
+    expect(r.code, r.stderr).toBe(0);
+    const rt = JSON.parse(r.stdout).cudaRuntime;
+    expect(rt).toBeTruthy();
+    expect(Array.isArray(rt.devices)).toBe(true);
+    if (rt.devices.length === 0) expect(rt.error).toBeTruthy();
+    // an override naming a missing file is reported as such, not silently skipped
+    expect(rt.cublaslt.found).toBe(false);
+    expect(rt.cublaslt.error).toContain("GM_CUBLASLT_LIB");
+    expect(rt.nccl.found).toBe(false);
+    expect(rt.nccl.error).toContain("GM_NCCL_LIB");
+    const t = gm(["doctor"]);
+    expect(t.stdout).toMatch(/ {2}cuBLASLt {8}\S/);
+    expect(t.stdout).toMatch(/ {2}NCCL {12}\S/);
+  });
+
   it("prints a readable report", () => {
     const r = gm(["doctor"]);
     expect(r.code, r.stderr).toBe(0);

@@ -24,6 +24,20 @@ export interface DoctorReport {
   threads: { openmp: number | null; cpus: number; gmThreads: string | null };
   onnxruntime: { present: boolean; binary: string | null; cudaProvider: boolean; reason?: string };
   gpu: { available: boolean; devices: { name: string; memory: string; driver: string }[]; reason?: string };
+  /**
+   * What the CUDA backend finds at run time (null without one): the devices as the CUDA runtime sees
+   * them, and cuBLASLt and NCCL (loaded with dlopen; native/cuda/dynlib.h has the search order).
+   */
+  cudaRuntime: CudaRuntimeReport | null;
+}
+
+export interface CudaRuntimeReport {
+  driver: number | null;
+  runtime: number | null;
+  devices: { ordinal: number; name: string; cc?: string; sms?: number; memory_gib?: number; bandwidth_gbs?: number; bf16_peak_tflops?: number }[];
+  cublaslt: { found: boolean; path: string | null; version: string | null; error: string | null };
+  nccl: { found: boolean; path: string | null; version: string | null; error: string | null };
+  error: string | null;
 }
 
 function addonInfo(r: DoctorReport): void {
@@ -35,6 +49,7 @@ function addonInfo(r: DoctorReport): void {
       r.addon.loaded = true;
       r.threads.openmp = native.maxThreads();
       if (native.buildInfo) r.build = { ...native.buildInfo(), source: "addon" };
+      if (native.gpuReport && native.gpuBackend === "cuda") r.cudaRuntime = JSON.parse(native.gpuReport()) as CudaRuntimeReport;
     } catch (e) {
       r.addon.error = (e as Error).message;
     }
@@ -113,6 +128,7 @@ export function doctor(): DoctorReport {
     threads: { openmp: null, cpus: typeof os.availableParallelism === "function" ? os.availableParallelism() : os.cpus().length, gmThreads: process.env.GM_THREADS ?? null },
     onnxruntime: { present: false, binary: null, cudaProvider: false },
     gpu: { available: false, devices: [] },
+    cudaRuntime: null,
   };
   addonInfo(r);
   onnxInfo(r);
@@ -129,6 +145,15 @@ function text(r: DoctorReport): string {
     `  cuda backend    ${yes(r.backends.cuda.built)}: ${r.backends.cuda.reason}`,
   ];
   if (r.build?.cuda?.toolkit) lines.push(`  cuda toolkit    ${r.build.cuda.toolkit} (nvcc ${r.build.cuda.version ?? "?"}; archs ${r.build.cuda.archs.join(", ")})`);
+  const rt = r.cudaRuntime;
+  if (rt) {
+    const lib = (l: CudaRuntimeReport["cublaslt"]) => (l.found ? `${l.path} (${l.version})` : `${l.error}`);
+    lines.push(
+      `  cuda runtime    ${rt.error ? rt.error : `${rt.devices.length} device(s): ${rt.devices.map((d) => `${d.ordinal}: ${d.name} (sm_${(d.cc ?? "").replace(".", "")}, ${d.memory_gib?.toFixed(0)} GiB, ${d.bf16_peak_tflops?.toFixed(0)} TFLOP/s bf16)`).join("; ")}`}`,
+      `  cuBLASLt        ${lib(rt.cublaslt)}`,
+      `  NCCL            ${lib(rt.nccl)}`,
+    );
+  }
   lines.push(
     `threads           OpenMP ${r.threads.openmp ?? "unknown (addon not loaded)"} of ${r.threads.cpus} CPUs${r.threads.gmThreads ? ` (GM_THREADS=${r.threads.gmThreads})` : ""}`,
     `onnxruntime-node  ${r.onnxruntime.present ? `CPU binary present: ${r.onnxruntime.binary}${r.onnxruntime.cudaProvider ? " (with the CUDA provider)" : ""}` : `CPU binary missing: ${r.onnxruntime.reason}`}`,
