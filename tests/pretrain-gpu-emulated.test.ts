@@ -7,11 +7,11 @@
 import { beforeAll, describe, expect, it } from "vitest";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { preprocess, PREPROCESS_DEFAULTS, simulate, tokenize, TOKENIZE_DEFAULTS } from "@gm/data";
 import { listCheckpoints } from "@gm/train";
 import { errorLines, gm } from "./helpers/cli.js";
 import { repoRoot, tmpDir } from "./helpers/paths.js";
 import { freePort } from "./helpers/net.js";
+import { simulatedTokens } from "./helpers/tokenized.js";
 
 const EMUL = path.join(repoRoot, "native/build/Release/gm_native_emul.node");
 const emu = { GM_GPU_EMULATION: "1" };
@@ -19,10 +19,7 @@ let root: string, tok: string, cfg: string;
 
 beforeAll(async () => {
   root = tmpDir("gm-pretrain-gpu-");
-  await simulate({ cells: 200, genes: 300, cellTypes: 3, batches: 1, seed: 5, out: path.join(root, "raw", "sim.h5ad") });
-  await preprocess({ ...PREPROCESS_DEFAULTS, inputs: [path.join(root, "raw")], out: path.join(root, "pre"), minGenes: 20, unitCells: 200, workers: 1 });
-  tok = path.join(root, "tok");
-  await tokenize({ ...TOKENIZE_DEFAULTS, input: [path.join(root, "pre")], out: tok, medians: path.join(root, "pre", "gene_medians.json"), maxLen: 24, batchRows: 100, unitCells: 200, workers: 1 });
+  tok = await simulatedTokens(root, { cells: 200, genes: 300, seed: 5, maxLen: 24 });
   cfg = path.join(root, "config.json");
   fs.writeFileSync(
     cfg,

@@ -6,20 +6,17 @@ import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as net from "node:net";
 import * as path from "node:path";
-import { preprocess, PREPROCESS_DEFAULTS, simulate, tokenize, TOKENIZE_DEFAULTS } from "@gm/data";
 import { listCheckpoints } from "@gm/train";
 import { errorLines, gm } from "./helpers/cli.js";
 import { gmBin, repoRoot, tmpDir } from "./helpers/paths.js";
 import { freePort } from "./helpers/net.js";
+import { simulatedTokens } from "./helpers/tokenized.js";
 
 let root: string, tok: string, cfg: string;
 
 beforeAll(async () => {
   root = tmpDir("gm-pretrain-mp-");
-  await simulate({ cells: 400, genes: 400, cellTypes: 3, batches: 1, seed: 3, out: path.join(root, "raw", "sim.h5ad") });
-  await preprocess({ ...PREPROCESS_DEFAULTS, inputs: [path.join(root, "raw")], out: path.join(root, "pre"), minGenes: 20, unitCells: 400, workers: 1 });
-  tok = path.join(root, "tok");
-  await tokenize({ ...TOKENIZE_DEFAULTS, input: [path.join(root, "pre")], out: tok, medians: path.join(root, "pre", "gene_medians.json"), maxLen: 32, batchRows: 100, unitCells: 400, workers: 1 });
+  tok = await simulatedTokens(root, { cells: 400, genes: 400, seed: 3, maxLen: 32 });
   cfg = path.join(root, "config.json");
   // The smallest model there is (2 layers, d 32) and accumulation 2 (micro 2 x 2 ranks x 2 = 8 cells a step).
   fs.writeFileSync(

@@ -224,18 +224,18 @@ static void check_determinism(gm::Mixer mx) {
   report("determinism", mode, dt, "bitwise_differences", differ, 0);
 }
 
-#if defined(GM_CUDA_EMUL)
-// ---- data parallel: R ranks x b rows = 1 rank x R*b rows.
-// The emulated device runs every stream in call order, so the ranks run one after another and the
-// group averages at finish(), after every rank has enqueued its reductions. A reduction must read a
-// range that backward no longer writes (on a GPU the comm stream reads it concurrently): each call
-// snapshots its range, and finish() fails if a range changed after its call.
+// ---- data parallel: R ranks x b rows = 1 rank x R*b rows, the ranks as models in this process.
+// The group averages at finish(), after every rank has enqueued its reductions: each call copies its
+// range to the host when the comm stream reaches it (copy_to_host synchronises that stream, which
+// waits for backward to have finished the range), and finish() fails if a range changed after its
+// call (a reduction enqueued before backward was done with it: a race on a real comm stream). Runs
+// on the emulated device and, in gm_gpu_model_check, on a GPU (two models sharing it).
 struct EmulGroup;
 struct EmulComm : cu::GradComm {
   EmulGroup* group;
   int r;
   struct Call {
-    float* p;
+    float* p;  // device memory
     i64 n;
     Vec snapshot;
   };
@@ -243,8 +243,12 @@ struct EmulComm : cu::GradComm {
   EmulComm(EmulGroup* g, int rank) : group(g), r(rank) {}
   int rank() const override { return r; }
   int world_size() const override;
-  void all_reduce_mean(float* p, i64 n, cudaStream_t) override { calls.push_back({p, n, Vec(p, p + n)}); }
-  void wait(cudaStream_t, double) override {}
+  void all_reduce_mean(float* p, i64 n, cudaStream_t s) override {
+    Call c{p, n, Vec((size_t)n)};
+    cu::device::copy_to_host(c.snapshot.data(), p, (size_t)n * sizeof(float), s);
+    calls.push_back(std::move(c));
+  }
+  void wait(cudaStream_t s, double) override { cu::device::stream_sync(s); }
 };
 struct EmulGroup {
   std::vector<EmulComm> comms;
@@ -258,17 +262,18 @@ struct EmulGroup {
     if (bad) return bad;
     for (size_t i = 0; i < comms[0].calls.size(); i++) {
       const i64 n = comms[0].calls[i].n;
-      Vec mean((size_t)n, 0.f);
+      Vec mean((size_t)n, 0.f), now((size_t)n);
       for (auto& c : comms) {
         const auto& k = c.calls[i];
         if (k.n != n) return bad + 1;
+        cu::device::copy_to_host(now.data(), k.p, (size_t)n * sizeof(float), nullptr);
         for (i64 j = 0; j < n; j++) {
-          if (k.p[j] != k.snapshot[(size_t)j]) bad++;  // written after its reduction was enqueued
+          if (now[(size_t)j] != k.snapshot[(size_t)j]) bad++;  // written after its reduction was enqueued
           mean[(size_t)j] += k.snapshot[(size_t)j];
         }
       }
-      for (auto& c : comms)
-        for (i64 j = 0; j < n; j++) c.calls[i].p[j] = mean[(size_t)j] / (float)comms.size();
+      for (float& m : mean) m /= (float)comms.size();
+      for (auto& c : comms) cu::device::copy_to_device(c.calls[i].p, mean.data(), (size_t)n * sizeof(float), nullptr);
     }
     for (auto& c : comms) c.calls.clear();
     return bad;
@@ -342,6 +347,7 @@ static void check_data_parallel(gm::Mixer mx, gm::Combine comb, int empty_rank) 
   report("data_parallel", mode, "f32", "ranges_cover_table_once", wrong, 0);
 }
 
+#if defined(GM_CUDA_EMUL)
 // ---- memory: activation_bytes() is what forward + backward really allocate (the emulated device
 // counts bytes exactly), and the reference run (24l-512d, L 2048, 24 cells per GPU) fits in 80 GB.
 template <typename T>
@@ -403,17 +409,17 @@ int main() {
   for (gm::Mixer mx : {gm::Mixer::Mamba2, gm::Mixer::Mamba1}) {
     check_determinism<float>(mx);
     check_determinism<cu::bf16>(mx);
-  }
-#if defined(GM_CUDA_EMUL)
-  // host-side reads of the gradient ranges (EmulComm) and exact byte counts: the emulated device only
-  for (gm::Mixer mx : {gm::Mixer::Mamba2, gm::Mixer::Mamba1}) {
     check_data_parallel(mx, gm::Combine::Gate, -1);
     check_data_parallel(mx, gm::Combine::Unidirectional, -1);
     check_data_parallel(mx, gm::Combine::Gate, 1);
+  }
+  check_data_parallel(gm::Mixer::Mamba2, gm::Combine::Concat, 0);
+#if defined(GM_CUDA_EMUL)
+  // exact byte counts: the emulated device only (the CUDA allocator rounds and caches)
+  for (gm::Mixer mx : {gm::Mixer::Mamba2, gm::Mixer::Mamba1}) {
     check_memory<float>(mx, gm::Combine::Gate);
     check_memory<cu::bf16>(mx, gm::Combine::Mean);
   }
-  check_data_parallel(gm::Mixer::Mamba2, gm::Combine::Concat, 0);
 #endif
   memory_plan_reference();
   std::printf("{\"failures\":%d,\"checks\":%d}\n", failures, checks);

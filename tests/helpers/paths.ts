@@ -10,6 +10,20 @@ export const hasShared = fs.existsSync(path.join(sharedData, "h5ad"));
 export const shared = (...p: string[]) => path.join(sharedData, ...p);
 export const gmBin = path.join(repoRoot, "packages/cli/bin/gm.js");
 
+/** nvcc: the first of PATH and /usr/local/cuda/bin, or null. */
+export function findNvcc(): string | null {
+  for (const dir of [...(process.env.PATH ?? "").split(path.delimiter).filter(Boolean), "/usr/local/cuda/bin"]) {
+    const p = path.join(dir, "nvcc");
+    try {
+      fs.accessSync(p, fs.constants.X_OK);
+      return p;
+    } catch {
+      // next
+    }
+  }
+  return null;
+}
+
 const made: string[] = [];
 let hooked = false;
 

@@ -12,25 +12,12 @@ import { describe, expect, it } from "vitest";
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { repoRoot, tmpDir } from "../../../tests/helpers/paths.js";
+import { findNvcc, repoRoot, tmpDir } from "../../../tests/helpers/paths.js";
 
 interface Row { probe?: Probe; check?: string; ok?: boolean; detail?: string; checks?: number; failures?: number }
 interface Lib { found: boolean; path: string | null; version: string | null; error: string | null }
 interface Probe { driver: number | null; runtime: number; devices: unknown[]; cublaslt: Lib; nccl: Lib; error: string | null }
 
-// nvcc: the first of PATH and /usr/local/cuda/bin.
-function findNvcc(): string | null {
-  for (const dir of [...(process.env.PATH ?? "").split(path.delimiter).filter(Boolean), "/usr/local/cuda/bin"]) {
-    const p = path.join(dir, "nvcc");
-    try {
-      fs.accessSync(p, fs.constants.X_OK);
-      return p;
-    } catch {
-      // next
-    }
-  }
-  return null;
-}
 function onPath(name: string): boolean {
   return (process.env.PATH ?? "").split(path.delimiter).filter(Boolean).some((d) => {
     try {

@@ -12,7 +12,7 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { repoRoot } from "../../../tests/helpers/paths.js";
+import { findNvcc, repoRoot } from "../../../tests/helpers/paths.js";
 
 interface Row { kernel?: string; dtype?: string; case?: string; output?: string; max_rel_err?: number; tol?: number; ok?: boolean; failures?: number; checks?: number }
 
@@ -139,19 +139,6 @@ describe("the GPU model (native/cuda/gpu_model.cpp) on the emulated backend vs t
   });
 });
 
-// nvcc: the first of PATH and /usr/local/cuda/bin.
-function findNvcc(): string | null {
-  for (const dir of [...(process.env.PATH ?? "").split(path.delimiter).filter(Boolean), "/usr/local/cuda/bin"]) {
-    const p = path.join(dir, "nvcc");
-    try {
-      fs.accessSync(p, fs.constants.X_OK);
-      return p;
-    } catch {
-      // next
-    }
-  }
-  return null;
-}
 const nvcc = findNvcc();
 const cudaDir = path.join(repoRoot, "native/cuda");
 const sources = fs.readdirSync(cudaDir).filter((f) => f.endsWith(".cu")).sort();
