@@ -197,8 +197,9 @@ else {
     env: { ...env, GM_BENCH_LENGTH: String(L), GM_BENCH_BATCH: String(B), GM_BENCH_DTYPE: dtype, GM_BENCH_D_STATE: String(cfg.d_state), GM_BENCH_HEADDIM: String(cfg.headdim), GM_BENCH_D_INNER: String(cfg.expand * cfg.d_model), GM_BENCH_CHUNK: String(cfg.chunk_size) },
   });
   const lines = (r.stdout ?? "").split("\n").filter((l) => l.trim().startsWith("{")).map((l) => { try { return JSON.parse(l); } catch { return { unparsed: l }; } });
-  // Whatever field name the micro-benchmark uses for achieved GB/s.
-  const gbs = lines.map((j) => j.bandwidth_gbs ?? j.achieved_gbs ?? j.gbs).find((x) => typeof x === "number") ?? null;
+  // native/bench/gpu_scan_bench.cpp: one line per (kernel, pass, dtype); the Mamba-2 forward in this run's dtype.
+  const hit = lines.find((j) => j.kernel === "scan_mamba2" && j.pass === "forward" && j.dtype === (dtype === "bf16" ? "bf16" : "f32"));
+  const gbs = typeof hit?.gbs === "number" ? hit.gbs : null;
   scan = r.status === 0 && lines.length
     ? { bandwidth_gbs: gbs, fraction_of_device: gbs && device?.bandwidth_gbs ? gbs / device.bandwidth_gbs : null, lines }
     : { bandwidth_gbs: null, reason: `gm_gpu_scan_bench failed (status ${r.status}${r.error ? `, ${r.error.message}` : ""}): ${(r.stderr || r.stdout || "").trim().split("\n").slice(-3).join(" | ")}` };
