@@ -22,6 +22,12 @@
 
 #include "../cuda/gpu_model.h"
 #include "gpu_backend.h"
+#if !defined(GM_CUDA_EMUL)
+#include <chrono>
+#include <thread>
+
+#include "../cuda/nccl_comm.h"
+#endif
 #include "model.h"
 #include "ops/global_norm.h"
 
@@ -281,71 +287,161 @@ struct EmulGroup {
 };
 int EmulComm::world_size() const { return (int)group->comms.size(); }
 
-// rows 0..3 of one batch; rank r of 2 gets rows 2r, 2r + 1. empty_rank: that rank's targets are all
-// -100 (its backward does nothing, finish_reduction() must still make the same calls).
-static void check_data_parallel(gm::Mixer mx, gm::Combine comb, int empty_rank) {
-  const std::string mode = std::string(mx == gm::Mixer::Mamba1 ? "mamba1_" : "") + mode_name(comb) +
-                           (empty_rank >= 0 ? "_rank" + std::to_string(empty_rank) + "_empty" : "");
-  const gm::Config cfg = small_config(mx, comb);
-  gm::Model init(cfg);
+// R ranks x b = 2 rows of one batch of R * b rows (lengths 11, 8, 4, 9, ...), rank r holding rows
+// r*b .. r*b + b - 1, and the full batch's gradient on one model. empty_rank: that rank's targets are
+// all -100 (its backward does nothing, finish_reduction() must still make the same calls).
+struct DpCase {
+  std::string mode;
+  gm::Config cfg;
+  Vec params, gfull;
+  i64 R, b = 2, B, L = 11;
+  std::vector<std::int32_t> lengths, tokens, targets;
+  i64 K = 0;
+  std::vector<i64> Kr;
+  // the trainer's weighting: rank r's mean loss times R * (its share of the global loss positions)
+  double scale(i64 r) const { return (double)R * (double)Kr[(size_t)r] / (double)K; }
+};
+static DpCase make_dp_case(gm::Mixer mx, gm::Combine comb, int empty_rank, i64 R) {
+  DpCase c;
+  c.mode = std::string(mx == gm::Mixer::Mamba1 ? "mamba1_" : "") + mode_name(comb) +
+           (empty_rank >= 0 ? "_rank" + std::to_string(empty_rank) + "_empty" : "");
+  c.cfg = small_config(mx, comb);
+  gm::Model init(c.cfg);
   init.init(77);
-  const i64 R = 2, b = 2, B = R * b, L = 11, n = (i64)init.params.size();
-  const std::vector<std::int32_t> lengths{11, 8, 4, 9};
-  std::vector<std::int32_t> tokens((size_t)(B * L), 1), targets((size_t)(B * L), -100);
+  c.params = init.params;
+  c.R = R;
+  c.B = R * c.b;
+  const i64 L = c.L, B = c.B;
+  for (i64 r = 0; r < B; r++) c.lengths.push_back(std::vector<std::int32_t>{11, 8, 4, 9}[(size_t)(r % 4)]);
+  c.tokens.assign((size_t)(B * L), 1);
+  c.targets.assign((size_t)(B * L), -100);
   std::mt19937_64 rng(5);
   for (i64 r = 0; r < B; r++)
-    for (i64 t = 0; t < lengths[(size_t)r]; t++) {
-      tokens[(size_t)(r * L + t)] = (std::int32_t)(rng() % (std::uint64_t)cfg.vocab_size);
-      const bool scored = t % 3 != 1 && (empty_rank < 0 || r / b != empty_rank);
-      if (scored) targets[(size_t)(r * L + t)] = (std::int32_t)(rng() % (std::uint64_t)cfg.vocab_size);
+    for (i64 t = 0; t < c.lengths[(size_t)r]; t++) {
+      c.tokens[(size_t)(r * L + t)] = (std::int32_t)(rng() % (std::uint64_t)c.cfg.vocab_size);
+      const bool scored = t % 3 != 1 && (empty_rank < 0 || r / c.b != empty_rank);
+      if (scored) c.targets[(size_t)(r * L + t)] = (std::int32_t)(rng() % (std::uint64_t)c.cfg.vocab_size);
     }
-  i64 K = 0;
-  std::vector<i64> Kr((size_t)R, 0);
+  c.Kr.assign((size_t)R, 0);
   for (i64 i = 0; i < B * L; i++)
-    if (targets[(size_t)i] != -100) K++, Kr[(size_t)(i / L / b)]++;
-
-  cu::GpuModel<float> full(gpu_config(cfg));
-  full.set_params(init.params.data());
+    if (c.targets[(size_t)i] != -100) c.K++, c.Kr[(size_t)(i / L / c.b)]++;
+  cu::GpuModel<float> full(gpu_config(c.cfg));
+  full.set_params(c.params.data());
   full.zero_grad();
-  full.forward(tokens.data(), lengths.data(), B, L);
-  full.loss(targets.data(), 1.0, true);
-  Vec gfull((size_t)n);
-  full.get_grads(gfull.data());
+  full.forward(c.tokens.data(), c.lengths.data(), B, L);
+  full.loss(c.targets.data(), 1.0, true);
+  c.gfull.resize(c.params.size());
+  full.get_grads(c.gfull.data());
+  return c;
+}
+// The reports every data-parallel variant makes from the ranks' averaged gradients.
+static void report_dp(const char* check, const DpCase& c, const std::vector<Vec>& g, const cu::GpuModel<float>& m0) {
+  const i64 n = (i64)c.params.size();
+  double differ = 0;
+  for (size_t r = 1; r < g.size(); r++)
+    for (i64 i = 0; i < n; i++) differ += g[r][(size_t)i] != g[0][(size_t)i];
+  report(check, c.mode, "f32", "ranks_bitwise_equal", differ, 0);
+  double worst = 0;
+  for (const auto& t : m0.tensors) worst = std::max(worst, rel_err(g[0].data() + t.offset, c.gfull.data() + t.offset, t.numel));
+  report(check, c.mode, "f32", "grads_vs_one_rank_all_rows", worst, 1e-4);
+  std::vector<int> covered((size_t)n, 0);
+  for (const auto& r : m0.reduce_order())
+    for (i64 i = r.first; i < r.first + r.second; i++) covered[(size_t)i]++;
+  double wrong = 0;
+  for (int k : covered) wrong += k != 1;
+  report(check, c.mode, "f32", "ranges_cover_table_once", wrong, 0);
+}
+
+static void check_data_parallel(gm::Mixer mx, gm::Combine comb, int empty_rank) {
+  const DpCase c = make_dp_case(mx, comb, empty_rank, 2);
+  const gm::Config& cfg = c.cfg;
+  const i64 R = c.R, b = c.b, L = c.L, n = (i64)c.params.size();
+  const std::string& mode = c.mode;
 
   EmulGroup group((int)R);
   std::vector<std::unique_ptr<cu::GpuModel<float>>> ranks;
   for (i64 r = 0; r < R; r++) {
     ranks.emplace_back(new cu::GpuModel<float>(gpu_config(cfg)));
     auto& m = *ranks.back();
-    m.set_params(init.params.data());
+    m.set_params(c.params.data());
     m.set_comm(&group.comms[(size_t)r]);
     m.zero_grad();
-    m.forward(tokens.data() + r * b * L, lengths.data() + r * b, b, L);
+    m.forward(c.tokens.data() + r * b * L, c.lengths.data() + r * b, b, L);
     m.reduce_next_backward();
-    // the trainer's weighting: rank r's mean loss times R * (its share of the global loss positions)
-    m.loss(targets.data() + r * b * L, (double)R * (double)Kr[(size_t)r] / (double)K, true);
+    m.loss(c.targets.data() + r * b * L, c.scale(r), true);
   }
   for (auto& m : ranks) m->finish_reduction();
   const int bad = group.finish();
   report("data_parallel", mode, "f32", "call_sequence_and_late_writes", bad, 0);
   report("data_parallel", mode, "f32", "calls_per_rank", std::fabs((double)ranks[0]->reduce_order().size() - (double)(cfg.n_layer + (cfg.has_aggr() ? 3 : 2))), 0);
-  Vec g0((size_t)n), g1((size_t)n);
-  ranks[0]->get_grads(g0.data());
-  ranks[1]->get_grads(g1.data());
-  double differ = 0;
-  for (i64 i = 0; i < n; i++) differ += g0[(size_t)i] != g1[(size_t)i];
-  report("data_parallel", mode, "f32", "ranks_bitwise_equal", differ, 0);
-  double worst = 0;
-  for (const auto& t : init.tensors) worst = std::max(worst, rel_err(g0.data() + t.offset, gfull.data() + t.offset, t.numel));
-  report("data_parallel", mode, "f32", "grads_vs_one_rank_4_rows", worst, 1e-4);
-  // the reductions cover every gradient exactly once
-  std::vector<int> covered((size_t)n, 0);
-  for (const auto& r : ranks[0]->reduce_order())
-    for (i64 i = r.first; i < r.first + r.second; i++) covered[(size_t)i]++;
-  double wrong = 0;
-  for (int c : covered) wrong += c != 1;
-  report("data_parallel", mode, "f32", "ranges_cover_table_once", wrong, 0);
+  std::vector<Vec> g((size_t)R, Vec((size_t)n));
+  for (i64 r = 0; r < R; r++) ranks[(size_t)r]->get_grads(g[(size_t)r].data());
+  report_dp("data_parallel", c, g, *ranks[0]);
 }
+
+#if !defined(GM_CUDA_EMUL)
+// ---- NCCL on several GPUs (gm_gpu_model_check with 2+ GPUs and NCCL found): one thread per GPU, each
+// rank its own model, stream and NcclComm; the reductions really overlap backward on the comm
+// stream. Then a rank that never reaches the collective: the others must fail within the timeout.
+static void check_nccl(gm::Mixer mx, i64 R) {
+  const DpCase c = make_dp_case(mx, gm::Combine::Gate, -1, R);
+  const i64 n = (i64)c.params.size();
+  const std::vector<std::uint8_t> id = cu::NcclComm::create_unique_id();
+  std::vector<Vec> g((size_t)R, Vec((size_t)n));
+  std::vector<std::string> errors((size_t)R);
+  std::vector<std::unique_ptr<cu::GpuModel<float>>> models((size_t)R);
+  auto rank_main = [&](i64 r, bool stall) {
+    try {
+      cu::device::set_device((int)r);
+      cu::NcclComm comm(id, (int)r, (int)R);
+      models[(size_t)r].reset(new cu::GpuModel<float>(gpu_config(c.cfg)));
+      auto& m = *models[(size_t)r];
+      m.set_params(c.params.data());
+      m.set_comm(&comm, stall ? 5.0 : 120.0);
+      m.zero_grad();
+      if (stall && r == R - 1) {  // joins, then never calls the collectives
+        m.set_comm(nullptr);
+        models[(size_t)r].reset();
+        return;
+      }
+      m.forward(c.tokens.data() + r * c.b * c.L, c.lengths.data() + r * c.b, c.b, c.L);
+      m.reduce_next_backward();
+      m.loss(c.targets.data() + r * c.b * c.L, c.scale(r), true);
+      m.finish_reduction();
+      m.get_grads(g[(size_t)r].data());
+      m.set_comm(nullptr);
+      models[(size_t)r].reset();
+    } catch (const std::exception& e) {
+      errors[(size_t)r] = e.what();
+      models[(size_t)r].reset();
+    }
+  };
+  for (bool stall : {false, true}) {
+    std::vector<std::thread> threads;
+    const auto t0 = std::chrono::steady_clock::now();
+    for (i64 r = 0; r < R; r++) threads.emplace_back(rank_main, r, stall);
+    for (auto& t : threads) t.join();
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (!stall) {
+      double failed = 0;
+      for (const auto& e : errors) failed += !e.empty();
+      report("nccl", c.mode + "_" + std::to_string(R) + "gpus", "f32", "errors", failed, 0);
+      if (!failed) {
+        cu::device::set_device(0);
+        cu::GpuModel<float> m0(gpu_config(c.cfg));
+        report_dp("nccl", c, g, m0);
+      }
+      for (auto& e : errors) if (!e.empty()) std::printf("{\"nccl_error\":\"%s\"}\n", e.c_str());
+    } else {
+      double missing = 0;  // every rank but the stalled one must have failed with the NCCL message
+      for (i64 r = 0; r + 1 < R; r++) missing += errors[(size_t)r].find("NCCL") == std::string::npos;
+      report("nccl", c.mode + "_" + std::to_string(R) + "gpus", "f32", "stalled_rank_detected", missing, 0);
+      report("nccl", c.mode + "_" + std::to_string(R) + "gpus", "f32", "seconds_to_fail_vs_30", secs > 30 ? secs : 0, 0);
+    }
+    for (auto& e : errors) e.clear();
+  }
+}
+#endif
 
 #if defined(GM_CUDA_EMUL)
 // ---- memory: activation_bytes() is what forward + backward really allocate (the emulated device
@@ -414,6 +510,14 @@ int main() {
     check_data_parallel(mx, gm::Combine::Gate, 1);
   }
   check_data_parallel(gm::Mixer::Mamba2, gm::Combine::Concat, 0);
+#if !defined(GM_CUDA_EMUL)
+  if (cu::device::device_count() >= 2 && cu::probe_nccl().found) {
+    check_nccl(gm::Mixer::Mamba2, std::min(cu::device::device_count(), 4));
+  } else {
+    std::printf("{\"nccl\":\"skipped: needs 2 or more GPUs and NCCL (%d GPU(s); NCCL %s)\"}\n", cu::device::device_count(),
+                cu::probe_nccl().found ? "found" : "not found");
+  }
+#endif
 #if defined(GM_CUDA_EMUL)
   // exact byte counts: the emulated device only (the CUDA allocator rounds and caches)
   for (gm::Mixer mx : {gm::Mixer::Mamba2, gm::Mixer::Mamba1}) {

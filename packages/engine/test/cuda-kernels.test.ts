@@ -116,9 +116,9 @@ describe("the GPU model (native/cuda/gpu_model.cpp) on the emulated backend vs t
     const dp = checks.filter((x) => x.check === "data_parallel");
     for (const mode of ["gate", "unidirectional", "gate_rank1_empty", "mamba1_gate", "mamba1_unidirectional", "mamba1_gate_rank1_empty", "concat_rank0_empty"]) {
       const m = dp.filter((x) => x.mode === mode);
-      expect(m.map((x) => x.output).sort(), mode).toEqual(["call_sequence_and_late_writes", "calls_per_rank", "grads_vs_one_rank_4_rows", "ranges_cover_table_once", "ranks_bitwise_equal"]);
-      expect(m.find((x) => x.output === "grads_vs_one_rank_4_rows")?.tol).toBe(1e-4);
-      for (const x of m.filter((x) => x.output !== "grads_vs_one_rank_4_rows")) expect(x.tol, `${mode} ${x.output}`).toBe(0);
+      expect(m.map((x) => x.output).sort(), mode).toEqual(["call_sequence_and_late_writes", "calls_per_rank", "grads_vs_one_rank_all_rows", "ranges_cover_table_once", "ranks_bitwise_equal"]);
+      expect(m.find((x) => x.output === "grads_vs_one_rank_all_rows")?.tol).toBe(1e-4);
+      for (const x of m.filter((x) => x.output !== "grads_vs_one_rank_all_rows")) expect(x.tol, `${mode} ${x.output}`).toBe(0);
     }
   });
 
