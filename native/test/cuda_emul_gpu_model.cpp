@@ -230,6 +230,62 @@ static void check_determinism(gm::Mixer mx) {
   report("determinism", mode, dt, "bitwise_differences", differ, 0);
 }
 
+// ---- resume across CPU <-> GPU: the weights and AdamW moments after 2 steps on one side, moved to
+// the other (what a checkpoint carries), then a 3rd step on both sides: the same parameters (fp32
+// within 1e-5 of max |p|, the two AdamW tolerance). Both directions.
+static void check_resume(gm::Mixer mx) {
+  const std::string mode = mx == gm::Mixer::Mamba1 ? "mamba1_gate" : "gate";
+  const gm::Config cfg = small_config(mx, gm::Combine::Gate);
+  const Batch bt = make_batch((int)cfg.vocab_size, 21);
+  auto cpu_step = [&](gm::Model& m, long step) {
+    m.zero_grad();
+    m.forward(bt.tokens.data(), bt.lengths.data(), bt.B, bt.L);
+    m.loss(bt.targets.data(), 1.0, true);
+    gm::AdamWOptions o;
+    o.lr = 1e-3;
+    o.weight_decay = 0.1;
+    o.step = step;
+    o.grad_scale = gm::clip_scale(m.grad_norm(), 1.0);
+    m.adamw(o);
+  };
+  auto gpu_step = [&](cu::GpuModel<float>& m, long step) {
+    m.zero_grad();
+    m.forward(bt.tokens.data(), bt.lengths.data(), bt.B, bt.L);
+    m.loss(bt.targets.data(), 1.0, true);
+    cu::GpuAdamW h;
+    h.lr = 1e-3;
+    h.weight_decay = 0.1;
+    h.step = step;
+    h.max_norm = 1.0;
+    m.adamw(h);
+  };
+  for (bool from_gpu : {true, false}) {
+    gm::Model cpu(cfg);
+    cpu.init(31);
+    cu::GpuModel<float> gpu(gpu_config(cfg));
+    gpu.set_params(cpu.params.data());
+    gpu.set_moments(cpu.adam_m.data(), cpu.adam_v.data());
+    for (long step = 1; step <= 2; step++) {
+      if (from_gpu) gpu_step(gpu, step);
+      else cpu_step(cpu, step);
+    }
+    if (from_gpu) {  // GPU -> CPU
+      gpu.get_params(cpu.params.data());
+      gpu.get_moments(cpu.adam_m.data(), cpu.adam_v.data());
+    } else {  // CPU -> GPU
+      gpu.set_params(cpu.params.data());
+      gpu.set_moments(cpu.adam_m.data(), cpu.adam_v.data());
+    }
+    cpu_step(cpu, 3);
+    gpu_step(gpu, 3);
+    Vec p(cpu.params.size());
+    gpu.get_params(p.data());
+    double worst = 0;
+    for (const auto& t : cpu.tensors) worst = std::max(worst, rel_err(p.data() + t.offset, cpu.params.data() + t.offset, t.numel));
+    report("resume", mode, "f32", from_gpu ? "gpu_2_steps_then_both" : "cpu_2_steps_then_both", worst, 1e-5);
+  }
+}
+
 // ---- data parallel: R ranks x b rows = 1 rank x R*b rows, the ranks as models in this process.
 // The group averages at finish(), after every rank has enqueued its reductions: each call copies its
 // range to the host when the comm stream reaches it (copy_to_host synchronises that stream, which
@@ -505,6 +561,7 @@ int main() {
   for (gm::Mixer mx : {gm::Mixer::Mamba2, gm::Mixer::Mamba1}) {
     check_determinism<float>(mx);
     check_determinism<cu::bf16>(mx);
+    check_resume(mx);
     check_data_parallel(mx, gm::Combine::Gate, -1);
     check_data_parallel(mx, gm::Combine::Unidirectional, -1);
     check_data_parallel(mx, gm::Combine::Gate, 1);

@@ -106,7 +106,7 @@ describe("the GPU model (native/cuda/gpu_model.cpp) on the emulated backend vs t
   it("two clipped AdamW steps: fp32 parameters within 1e-5 (gate, mean); bf16 working copies (gate, mean), both mixers", () => {
     for (const mode of ["gate", "mean", "mamba1_gate", "mamba1_mean"]) {
       expect(checks.find((x) => x.check === "adamw_2_steps" && x.mode === mode && x.dtype === "f32")?.tol).toBe(1e-5);
-      const b = checks.filter((x) => x.mode === mode && x.dtype === "bf16" && x.check !== "memory" && x.check !== "determinism");
+      const b = checks.filter((x) => x.mode === mode && x.dtype === "bf16" && !["memory", "determinism", "resume"].includes(x.check!));
       expect(b.map((x) => x.check)).toEqual(expect.arrayContaining(["hidden", "logits", "argmax", "loss", "grad", "grad_norm", "adamw_2_steps"]));
       for (const x of b) expect(x.tol, `${mode} ${x.check} ${x.output}`).toBe(["hidden", "logits", "argmax", "loss"].includes(x.check!) ? 2e-2 : 1e-1);
     }
@@ -126,6 +126,12 @@ describe("the GPU model (native/cuda/gpu_model.cpp) on the emulated backend vs t
     const d = checks.filter((x) => x.check === "determinism");
     expect(d.map((x) => `${x.mode}/${x.dtype}`).sort()).toEqual(["gate/bf16", "gate/f32", "mamba1_gate/bf16", "mamba1_gate/f32"]);
     for (const x of d) expect(x.tol).toBe(0);
+  });
+
+  it("resume across CPU <-> GPU: weights and AdamW moments after 2 steps on one side, a 3rd step on both, the same parameters within 1e-5 (both directions, both mixers)", () => {
+    const r = checks.filter((x) => x.check === "resume");
+    expect(r.map((x) => `${x.mode}/${x.output}`).sort()).toEqual(["gate/cpu_2_steps_then_both", "gate/gpu_2_steps_then_both", "mamba1_gate/cpu_2_steps_then_both", "mamba1_gate/gpu_2_steps_then_both"]);
+    for (const x of r) expect(x.tol).toBe(1e-5);
   });
 
   it("memory: activation_bytes() equals what forward + backward allocate, and 24l-512d bf16 at L 2048 x 24 cells fits an 80 GB GPU", () => {
