@@ -3,6 +3,9 @@
 #include "nccl_comm.h"
 
 #include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
 #include <cstdio>
 #include <cstring>
 #include <stdexcept>
@@ -32,7 +35,7 @@ std::vector<std::uint8_t> NcclComm::create_unique_id() {
   return std::vector<std::uint8_t>(b, b + sizeof id.internal);
 }
 
-NcclComm::NcclComm(const std::vector<std::uint8_t>& unique_id, int rank, int world_size)
+NcclComm::NcclComm(const std::vector<std::uint8_t>& unique_id, int rank, int world_size, double init_timeout_s)
     : api_(nccl()), rank_(rank), world_size_(world_size) {
   if (unique_id.size() != nc::kUniqueIdBytes)
     throw std::invalid_argument("NCCL: the unique id must be " + std::to_string(nc::kUniqueIdBytes) + " bytes (got " +
@@ -44,8 +47,42 @@ NcclComm::NcclComm(const std::vector<std::uint8_t>& unique_id, int rank, int wor
                              " is too old: 2.10 or newer is needed (ncclAvg); set GM_NCCL_LIB to a newer libnccl.so.2");
   nc::UniqueId id;
   std::memcpy(id.internal, unique_id.data(), sizeof id.internal);
-  nccl_check(api_, api_.ncclCommInitRank(&comm_, world_size, id, rank),
-             "ncclCommInitRank (rank " + std::to_string(rank) + " of " + std::to_string(world_size) + ")");
+  // ncclCommInitRank blocks until every rank has joined, with no timeout of its own: run it on a
+  // thread of its own (on this thread's device) and give up after init_timeout_s. A thread left
+  // blocked there ends with the process, which exits on the error.
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) {
+    cudaGetLastError();
+    throw std::runtime_error("NCCL: no current CUDA device to create the communicator on");
+  }
+  struct Init {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    nc::Result result = nc::kSuccess;
+    nc::Comm comm = nullptr;
+  };
+  auto init = std::make_shared<Init>();
+  const NcclApi& api = api_;  // a function-static singleton: outlives a detached thread
+  std::thread([init, device, id, rank, world_size, &api] {
+    cudaSetDevice(device);
+    nc::Comm c = nullptr;
+    const nc::Result r = api.ncclCommInitRank(&c, world_size, id, rank);
+    std::lock_guard<std::mutex> lock(init->mu);
+    init->result = r;
+    init->comm = c;
+    init->done = true;
+    init->cv.notify_all();
+  }).detach();
+  std::unique_lock<std::mutex> lock(init->mu);
+  if (!init->cv.wait_for(lock, std::chrono::duration<double>(init_timeout_s), [&] { return init->done; })) {
+    char what[160];
+    std::snprintf(what, sizeof what, "NCCL: rank %d of %d: the other ranks did not join within %.0f s (a rank died or cannot reach the others); every rank stops",
+                  rank, world_size, init_timeout_s);
+    throw std::runtime_error(what);
+  }
+  nccl_check(api_, init->result, "ncclCommInitRank (rank " + std::to_string(rank) + " of " + std::to_string(world_size) + ")");
+  comm_ = init->comm;
 }
 
 NcclComm::~NcclComm() {

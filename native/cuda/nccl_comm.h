@@ -16,10 +16,11 @@ class NcclComm : public GradComm {
  public:
   // ncclGetUniqueId: nc::kUniqueIdBytes (128) bytes, made by rank 0.
   static std::vector<std::uint8_t> create_unique_id();
-  // ncclCommInitRank on the current device; blocks until every rank has joined. Throws
+  // ncclCommInitRank on the current device; blocks until every rank has joined, at most
+  // init_timeout_s seconds (then std::runtime_error: a rank died or cannot reach the others). Throws
   // std::invalid_argument for a bad id or rank, std::runtime_error when NCCL cannot be loaded, is
   // older than 2.10 (no ncclAvg) or fails.
-  NcclComm(const std::vector<std::uint8_t>& unique_id, int rank, int world_size);
+  NcclComm(const std::vector<std::uint8_t>& unique_id, int rank, int world_size, double init_timeout_s = 600);
   ~NcclComm() override;  // ncclCommDestroy, unless wait() aborted the communicator
   NcclComm(const NcclComm&) = delete;
   NcclComm& operator=(const NcclComm&) = delete;

@@ -144,7 +144,7 @@ void GpuBackend::join_nccl(const std::vector<std::uint8_t>& id, int rank, int wo
 #else
   if (comm_) throw std::logic_error("join_nccl: this engine already belongs to a group");
   dev::set_device(options.device);
-  comm_.reset(new cuda::NcclComm(id, rank, world_size));
+  comm_.reset(new cuda::NcclComm(id, rank, world_size, timeout_s));
   with([&](auto& m) {
     m.set_comm(comm_.get(), timeout_s);
     return 0;

@@ -449,7 +449,7 @@ static void check_nccl(gm::Mixer mx, i64 R) {
   auto rank_main = [&](i64 r, bool stall) {
     try {
       cu::device::set_device((int)r);
-      cu::NcclComm comm(id, (int)r, (int)R);
+      cu::NcclComm comm(id, (int)r, (int)R, 60);
       models[(size_t)r].reset(new cu::GpuModel<float>(gpu_config(c.cfg)));
       auto& m = *models[(size_t)r];
       m.set_params(c.params.data());

@@ -279,6 +279,9 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
     const id = rank === 0 ? native.ncclUniqueId!() : undefined;
     if (id) await comm.serveBlob("nccl-unique-id", id);
     const got = id ?? (await comm.fetchBlob("nccl-unique-id"));
+    // joinNccl blocks this event loop until every rank has joined, and rank 0's loop serves the id:
+    // so no rank joins before every rank holds the id (this all-reduce is the barrier).
+    await comm.allReduceSum(new Float64Array(1));
     model.joinNccl(got, rank, worldSize, o.collectiveTimeoutS ?? 600);
     log.info({ rank, ranks: worldSize }, "joined the NCCL group");
     return true;
