@@ -181,6 +181,22 @@ function firstDifference(a: Record<string, unknown>, b: Record<string, unknown>,
   return "";
 }
 
+/**
+ * Refuses a micro-batch whose activations cannot fit the GPU, before anything is allocated: the
+ * engine's exact plan (parameters, gradients, moments, activations) against 92% of the device's
+ * memory (the rest: CUDA context, cuBLASLt workspace, NCCL buffers, the allocator's rounding).
+ */
+export function assertFitsGpu(mem: { params: number; activations: number }, deviceGib: number | undefined, at: { micro: number; length: number; ordinal: number; name?: string }): void {
+  if (!deviceGib) return; // unknown (the emulated backend)
+  const need = (mem.params + mem.activations) / 2 ** 30;
+  if (need <= 0.92 * deviceGib) return;
+  const fit = Math.max(0, Math.floor(((0.92 * deviceGib - mem.params / 2 ** 30) / (mem.activations / 2 ** 30)) * at.micro));
+  throw usageError(
+    `batch.micro_batch ${at.micro} x max_length ${at.length} needs ${need.toFixed(1)} GiB on GPU ${at.ordinal}${at.name ? ` (${at.name})` : ""}, which has ${deviceGib.toFixed(1)} GiB; ` +
+      (fit >= 1 ? `use --micro-batch ${fit} or less (gradient accumulation keeps the global batch)` : "shorten data.max_length or use a smaller model"),
+  );
+}
+
 export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
   const log = o.log;
   const out = path.resolve(o.out);
@@ -372,6 +388,9 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
   const peak = gpu ? gpuPeakFlops(gpu.ordinal) : cpuPeakFlops(threads);
   if (gpu) {
     const mem = replicas[0].gpuMemory(micro, cfg.data.max_length)!;
+    const report = JSON.parse(loadNative().gpuReport?.() ?? "{}") as { devices?: { name?: string; memory_gib?: number }[] };
+    const dev = report.devices?.[gpu.ordinal];
+    assertFitsGpu(mem, dev?.memory_gib, { micro, length: cfg.data.max_length, ordinal: gpu.ordinal, name: dev?.name });
     log.info({ gpu: gpu.ordinal, dtype: gpu.dtype ?? "bf16", params_gib: +(mem.params / 2 ** 30).toFixed(2), activations_gib: +(mem.activations / 2 ** 30).toFixed(2), gradients: nccl ? "NCCL, per layer, overlapped" : worldSize > 1 ? "host (TCP)" : "single rank" }, "GPU memory for a full-length micro-batch");
   }
   log.info(
