@@ -6,13 +6,15 @@
 #      gm_cuda_host_check and gm_gpu_model_check, next to the CPU emulation gm_gpu_model_emul;
 #   2. gm_cuda_host_check: the device, the caching allocator, bf16 upload/download, cuBLASLt GEMMs
 #      (every transpose and type combination) against a host loop, NCCL loading;
-#   3. gm_gpu_model_check: the GPU model against the CPU Model on the same fixtures (tensor table,
+#   3. gm_cuda_kernel_check: every launcher of kernels.h against the CPU ops (232 checks: fp32 within
+#      1e-4, bf16 within 1e-2), the same program the emulation runs as gm_cuda_emul;
+#   4. gm_gpu_model_check: the GPU model against the CPU Model on the same fixtures (tensor table,
 #      hidden states, logits, loss, every gradient, two AdamW steps; fp32 within 1e-4, bf16 within the
 #      stated tolerances), determinism, both mixers and every combine mode, 2 ranks x 2 rows = 1 x 4
 #      on one GPU (two models sharing it), and with 2+ GPUs and NCCL: R GPUs x 2 rows = 1 x 2R rows
 #      through NcclComm and a stalled rank failing the others within the timeout;
-#   4. gm_gpu_scan_bench: the scan kernels' GB/s against the device's peak;
-#   5. with node_modules and the addon present: `npm run bench:gpu` (genemamba-24l-512d, L 2048).
+#   5. gm_gpu_scan_bench: the scan kernels' GB/s against the device's peak;
+#   6. with node_modules and the addon present: `npm run bench:gpu` (genemamba-24l-512d, L 2048).
 # Every program prints JSON lines; all of it lands in $OUT (or ./gpu-check-out) for the record.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -25,7 +27,7 @@ log "$(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,memory.total,driver_versio
 if ! cmake -S native -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DGM_CUDA=ON -DGM_CUDA_ARCHS="${GM_CUDA_ARCHS:-90}" >"$OUT/configure.log" 2>&1; then
   log "configure failed (tail):"; tail -20 "$OUT/configure.log" | tee -a "$OUT/summary.txt"; exit 1
 fi
-if ! cmake --build "$BUILD" -j"$(nproc)" --target gm_cuda_host_check gm_gpu_model_check gm_gpu_model_emul gm_gpu_scan_bench >"$OUT/build.log" 2>&1; then
+if ! cmake --build "$BUILD" -j"$(nproc)" --target gm_cuda_host_check gm_cuda_kernel_check gm_gpu_model_check gm_gpu_model_emul gm_gpu_scan_bench >"$OUT/build.log" 2>&1; then
   log "build failed (tail):"; tail -30 "$OUT/build.log" | tee -a "$OUT/summary.txt"; exit 1
 fi
 rc=0
@@ -38,6 +40,7 @@ run() {  # name, command...
   [ $r -eq 0 ] || rc=1
 }
 run host_check "$BUILD/gm_cuda_host_check"
+run kernel_check "$BUILD/gm_cuda_kernel_check"
 run gpu_model_check "$BUILD/gm_gpu_model_check"
 run gpu_scan_bench "$BUILD/gm_gpu_scan_bench"
 if [ -d node_modules ] && [ -f native/build/Release/gm_native.node ]; then

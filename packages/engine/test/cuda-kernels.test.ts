@@ -1,6 +1,8 @@
 // The CUDA kernels without a GPU (native/cuda/; docs/engine.md "CUDA backend: status and build"):
-// 1. native/build/gm_cuda_emul runs every kernel body on the CPU over the grid its launcher uses and
-//    compares outputs and gradients with the CPU ops (one JSON line per check);
+// 1. native/build/gm_cuda_emul calls every launcher of kernels.h on device.h buffers of the emulated
+//    device (the kernel bodies run on the CPU over the launcher's grid) and compares outputs and
+//    gradients with the CPU ops (one JSON line per check; gm_cuda_kernel_check is the same program
+//    on a GPU);
 // 2. where nvcc exists (PATH or /usr/local/cuda/bin), every native/cuda/*.cu compiles for sm_80 and
 //    sm_90 with warnings as errors (one nvcc call per file, in sequence), and the objects link with
 //    native/test/cuda_link_check.cpp, which takes the address of every launcher in kernels.h;
