@@ -3,7 +3,7 @@
 # the repository root). Nothing here is needed or run on CPU-only machines or in CI.
 #
 #   1. builds the native targets that need no Node-API (cmake; nvcc, the CUDA runtime, OpenBLAS):
-#      gm_cuda_host_check and gm_gpu_model_check, next to the CPU emulation gm_gpu_model_emul;
+#      the check programs below and the CPU emulation gm_gpu_model_emul, into native/build-gpu;
 #   2. gm_cuda_host_check: the device, the caching allocator, bf16 upload/download, cuBLASLt GEMMs
 #      (every transpose and type combination) against a host loop, NCCL loading;
 #   3. gm_cuda_kernel_check: every launcher of kernels.h against the CPU ops (232 checks: fp32 within
