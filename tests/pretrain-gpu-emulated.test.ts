@@ -97,23 +97,36 @@ describe.skipIf(!fs.existsSync(EMUL))("gm pretrain --gpus on the emulated GPU ba
     expect(relDiff(losses(b), losses(cpuRef))).toBeLessThan(1e-4);
   });
 
-  it("--gpus 2 starts one worker process per GPU; without NCCL the gradients go through the host, and the run matches --ranks 2 on CPU within 1e-4", async () => {
+  it("--gpus 2 starts one worker process per GPU and joins the (emulated) NCCL group: the reductions armed for each step's last backward match --ranks 2 on CPU within 1e-4; without NCCL (GM_EMUL_NCCL=0) the host all-reduce does too", async () => {
     const ref = path.join(root, "cpu2");
     expect(run(["--out", ref, "--ranks", "2"]).code).toBe(0);
-    const out = path.join(root, "gpu2");
+    // global batch 4 over 2 ranks x micro 2: no accumulation; with global 8 two micro-batches, the
+    // reduction armed for the second
+    for (const [name, extra] of [["gpu2", []], ["gpu2-accum", ["--global-batch", "8"]]] as const) {
+      const cpu = path.join(root, `${name}-cpu`);
+      expect(run(["--out", cpu, "--ranks", "2", ...extra]).code).toBe(0);
+      const out = path.join(root, name);
+      const port = await freePort();
+      const r = run(["--out", out, "--gpus", "2", "--precision", "fp32", "--master-port", String(port), ...extra], emu);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(/starting one worker process per GPU/);
+      expect(r.stderr).toMatch(/rank 0 -> GPU 0, rank 1 -> GPU 1/);
+      expect(r.stderr).toMatch(/joined the NCCL group/);
+      expect(r.stderr).toMatch(/"gradients":"NCCL, per layer, overlapped"/);
+      expect(relDiff(losses(out), losses(cpu))).toBeLessThan(1e-4);
+    }
+    const host = path.join(root, "gpu2-host");
     const port = await freePort();
-    const r = run(["--out", out, "--gpus", "2", "--precision", "fp32", "--master-port", String(port)], emu);
-    expect(r.code, r.stderr).toBe(0);
-    expect(r.stderr).toMatch(/starting one worker process per GPU/);
-    expect(r.stderr).toMatch(/rank 0 -> GPU 0, rank 1 -> GPU 1/);
-    expect(r.stderr).toMatch(/NCCL is not available: gradients are averaged on the host/);
-    expect(relDiff(losses(out), losses(ref))).toBeLessThan(1e-4);
+    const h = run(["--out", host, "--gpus", "2", "--precision", "fp32", "--master-port", String(port)], { ...emu, GM_EMUL_NCCL: "0" });
+    expect(h.code, h.stderr).toBe(0);
+    expect(h.stderr).toMatch(/NCCL is not available: gradients are averaged on the host/);
+    expect(relDiff(losses(host), losses(ref))).toBeLessThan(1e-4);
   });
 
   it("a worker that dies makes the launcher exit non-zero with one error line naming its rank", async () => {
     const out = path.join(root, "gpu2-dead");
     const port = await freePort();
-    // rank 0 kills itself while writing the step-2 checkpoint; rank 1 loses its peer
+    // rank 0 kills itself while writing the step-2 checkpoint; rank 1 loses its NCCL and TCP peer
     const r = run(["--out", out, "--gpus", "2", "--precision", "fp32", "--master-port", String(port)], { ...emu, GM_FAILPOINT: "checkpoint-write:2", GM_WORKER_GRACE_S: "20" });
     expect(r.code).not.toBe(0);
     expect(errorLines(r.stderr).at(-1), r.stderr).toMatch(/^gm: error: gm pretrain: the worker of rank \d exited with \d+; see its messages above/);

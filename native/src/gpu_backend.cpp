@@ -3,7 +3,9 @@
 
 #include <stdexcept>
 
-#if !defined(GM_CUDA_EMUL)
+#if defined(GM_CUDA_EMUL)
+#include "../test/emul_nccl.h"
+#else
 #include "../cuda/nccl_comm.h"
 #include "../cuda/probe.h"
 #endif
@@ -138,18 +140,17 @@ std::size_t GpuBackend::param_bytes() const {
 }
 
 void GpuBackend::join_nccl(const std::vector<std::uint8_t>& id, int rank, int world_size, double timeout_s) {
-#if defined(GM_CUDA_EMUL)
-  (void)id, (void)rank, (void)world_size, (void)timeout_s;
-  throw std::runtime_error("NCCL is not available on the emulated GPU backend (data parallelism goes through the host there)");
-#else
   if (comm_) throw std::logic_error("join_nccl: this engine already belongs to a group");
   dev::set_device(options.device);
+#if defined(GM_CUDA_EMUL)
+  comm_.reset(new cuda::EmulNcclComm(id, rank, world_size, timeout_s));
+#else
   comm_.reset(new cuda::NcclComm(id, rank, world_size, timeout_s));
+#endif
   with([&](auto& m) {
     m.set_comm(comm_.get(), timeout_s);
     return 0;
   });
-#endif
 }
 void GpuBackend::reduce_next_backward() {
   with([](auto& m) {
@@ -168,12 +169,16 @@ int gpu_count() { return dev::device_count(); }
 
 #if defined(GM_CUDA_EMUL)
 std::string gpu_report_json() {
+  const std::string nccl = cuda::emul_nccl_enabled()
+                               ? "{\"found\":true,\"path\":\"emulated: loopback sockets (native/test/emul_nccl.h)\",\"version\":\"emulated\",\"error\":null}"
+                               : "{\"found\":false,\"path\":null,\"version\":null,\"error\":\"disabled on the emulated backend (GM_EMUL_NCCL=0)\"}";
   return "{\"emulated\":true,\"devices\":[{\"ordinal\":0,\"name\":\"emulated (host memory, kernel bodies on the CPU)\"}],"
          "\"cublaslt\":{\"found\":false,\"error\":\"not used: the emulated backend's GEMM is a host loop\"},"
-         "\"nccl\":{\"found\":false,\"error\":\"not available on the emulated backend\"},\"error\":null}";
+         "\"nccl\":" + nccl + ",\"error\":null}";
 }
 std::vector<std::uint8_t> nccl_unique_id() {
-  throw std::runtime_error("NCCL is not available on the emulated GPU backend");
+  if (!cuda::emul_nccl_enabled()) throw std::runtime_error("NCCL is disabled on the emulated GPU backend (GM_EMUL_NCCL=0)");
+  return cuda::emul_nccl_unique_id();
 }
 #else
 std::string gpu_report_json() { return cuda::cuda_runtime_report_json(); }

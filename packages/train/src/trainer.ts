@@ -284,11 +284,12 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
   }
 
   // Rank 0 makes NCCL's unique id and serves it through the TCP group; every rank joins with it. Without
-  // NCCL (not found at run time, or the emulated backend) the gradients go through the TCP group.
+  // NCCL (not found at run time; GM_EMUL_NCCL=0 on the emulated backend, whose stand-in for NCCL is
+  // native/test/emul_nccl.h) the gradients go through the TCP group.
   async function joinNccl(model: GeneMamba, comm: TcpCommunicator, rank: number): Promise<boolean> {
     const native = loadNative();
     const report = native.gpuReport ? (JSON.parse(native.gpuReport()) as { nccl?: { found?: boolean; error?: string } }) : {};
-    if (native.gpuBackend !== "cuda" || !report.nccl?.found) {
+    if (!report.nccl?.found) {
       log.warn({ why: report.nccl?.error ?? "no NCCL" }, "NCCL is not available: gradients are averaged on the host through the TCP group (slower)");
       return false;
     }
