@@ -37,6 +37,17 @@ GpuModel<T>::GpuModel(const GpuConfig& c, cudaStream_t stream) : cfg(c), s_(stre
   layer_ = m.layers;
   emb_ = m.emb, aggr_w_ = m.aggr_w, aggr_b_ = m.aggr_b, norm_f_ = m.norm_f, head_w_ = m.head_w, head_b_ = m.head_b;
   n_ = tensors.back().offset + tensors.back().numel;
+  // The reduction ranges in the table's order (tensor_layout.h: embedding | layer 0 ... layer n-1 |
+  // aggr | norm_f, lm_head), reduced as backward finishes them: norm_f + LM head, layers n-1 ... 0,
+  // then the shared gate and the embedding.
+  reduce_order_.emplace_back(norm_f_, n_ - norm_f_);
+  for (i64 l = cfg.n_layer - 1; l >= 0; l--) {
+    const i64 begin = layer_[(size_t)l].in_proj;
+    const i64 end = l + 1 < cfg.n_layer ? layer_[(size_t)l + 1].in_proj : (aggr_w_ >= 0 ? aggr_w_ : norm_f_);
+    reduce_order_.emplace_back(begin, end - begin);
+  }
+  if (aggr_w_ >= 0) reduce_order_.emplace_back(aggr_w_, norm_f_ - aggr_w_);
+  reduce_order_.emplace_back(emb_, (layer_.empty() ? (aggr_w_ >= 0 ? aggr_w_ : norm_f_) : layer_[0].in_proj) - emb_);
   const std::size_t bytes = (std::size_t)n_ * sizeof(float);
   master_ = (float*)dev::alloc(bytes);
   grad_ = (float*)dev::alloc(bytes);
@@ -546,41 +557,24 @@ void GpuModel<T>::reduce_range(i64 off, i64 n) {
   comm_->all_reduce_mean(grad_ + off, n, cs_);
   reduce_pending_ = true;
 }
-// The table's order (tensor_layout.h): embedding | layer 0 ... layer n-1 | aggr | norm_f, lm_head.
-template <typename T>
-std::vector<std::pair<i64, i64>> GpuModel<T>::reduce_order() const {
-  std::vector<std::pair<i64, i64>> r;
-  r.emplace_back(norm_f_, n_ - norm_f_);  // norm_f, lm_head.weight, lm_head.bias
-  for (i64 l = cfg.n_layer - 1; l >= 0; l--) {
-    const i64 begin = layer_[(size_t)l].in_proj;
-    const i64 end = l + 1 < cfg.n_layer ? layer_[(size_t)l + 1].in_proj : (aggr_w_ >= 0 ? aggr_w_ : norm_f_);
-    r.emplace_back(begin, end - begin);
-  }
-  if (aggr_w_ >= 0) r.emplace_back(aggr_w_, norm_f_ - aggr_w_);  // shared by every layer: final at the end
-  r.emplace_back(emb_, (layer_.empty() ? (aggr_w_ >= 0 ? aggr_w_ : norm_f_) : layer_[0].in_proj) - emb_);
-  return r;
-}
 template <typename T>
 void GpuModel<T>::reduce_tail_head() {
-  const auto r = reduce_order();
-  reduce_range(r[0].first, r[0].second);
+  reduce_range(reduce_order_[0].first, reduce_order_[0].second);
 }
 template <typename T>
 void GpuModel<T>::reduce_layer(i64 l) {
-  const auto r = reduce_order();
-  const auto& x = r[(size_t)(cfg.n_layer - l)];
+  const auto& x = reduce_order_[(size_t)(cfg.n_layer - l)];
   reduce_range(x.first, x.second);
 }
 template <typename T>
 void GpuModel<T>::reduce_rest() {
-  const auto r = reduce_order();
-  for (size_t i = (size_t)cfg.n_layer + 1; i < r.size(); i++) reduce_range(r[i].first, r[i].second);
+  for (size_t i = (size_t)cfg.n_layer + 1; i < reduce_order_.size(); i++) reduce_range(reduce_order_[i].first, reduce_order_[i].second);
 }
 template <typename T>
 void GpuModel<T>::finish_reduction() {
   if (reduce_armed_) {  // no backward ran the reductions (no loss positions here): same calls, now
     reduce_armed_ = false;
-    for (const auto& r : reduce_order()) reduce_range(r.first, r.second);
+    for (const auto& r : reduce_order_) reduce_range(r.first, r.second);
   }
   wait_grads();
 }

@@ -131,7 +131,7 @@ class GpuModel {
   void finish_reduction();
   void wait_grads();
   // The gradient ranges [offset, offset + n) in the order one reducing backward reduces them.
-  std::vector<std::pair<i64, i64>> reduce_order() const;
+  const std::vector<std::pair<i64, i64>>& reduce_order() const { return reduce_order_; }
 
  private:
   cudaStream_t s_;
@@ -141,6 +141,7 @@ class GpuModel {
   cudaEvent_t ready_ = nullptr;     // main -> comm: a gradient range is final
   cudaEvent_t reduced_ = nullptr;   // comm -> main: every reduction of the step is done
   bool reduce_armed_ = false, reduce_pending_ = false;
+  std::vector<std::pair<i64, i64>> reduce_order_;  // from the tensor table, set in the constructor
   void reduce_range(i64 off, i64 n);
   void reduce_tail_head();
   void reduce_layer(i64 l);

@@ -101,6 +101,23 @@ export interface NativeModule {
   ncclUniqueId?(): Uint8Array;
 }
 
+/** What the GPU backend finds at run time (native/cuda/probe.cpp; the emulated addon's own report). */
+export interface GpuRuntimeReport {
+  emulated?: boolean;
+  driver?: number | null;
+  runtime?: number | null;
+  devices: { ordinal: number; name: string; cc?: string; sms?: number; memory_gib?: number; bandwidth_gbs?: number; bf16_peak_tflops?: number }[];
+  cublaslt: { found: boolean; path?: string | null; version?: string | null; error?: string | null };
+  nccl: { found: boolean; path?: string | null; version?: string | null; error?: string | null };
+  error: string | null;
+}
+
+/** The loaded addon's GPU report, parsed; null when the addon has no GPU backend. */
+export function gpuRuntimeReport(): GpuRuntimeReport | null {
+  const native = loadNative();
+  return native.gpuReport ? (JSON.parse(native.gpuReport()) as GpuRuntimeReport) : null;
+}
+
 const here = path.dirname(fileURLToPath(import.meta.url));
 const RELEASE_DIR = path.resolve(here, "..", "..", "..", "native", "build", "Release");
 /**

@@ -4,7 +4,7 @@
  */
 import * as fs from "node:fs";
 import * as os from "node:os";
-import { loadNative } from "@gm/engine";
+import { gpuRuntimeReport, loadNative } from "@gm/engine";
 import type { ModelConfig } from "@gm/engine";
 
 /**
@@ -56,8 +56,7 @@ export function cpuPeakFlops(threads: number): { flops: number; how: string } {
  */
 export function gpuPeakFlops(ordinal: number): { flops: number; how: string } {
   const native = loadNative();
-  const report = native.gpuReport ? (JSON.parse(native.gpuReport()) as { devices?: { name?: string; bf16_peak_tflops?: number }[] }) : {};
-  const d = report.devices?.[ordinal];
+  const d = gpuRuntimeReport()?.devices[ordinal];
   if (d?.bf16_peak_tflops) return { flops: d.bf16_peak_tflops * 1e12, how: `${d.name}: ${d.bf16_peak_tflops.toFixed(0)} TFLOP/s dense bf16` };
   const cpu = cpuPeakFlops(native.maxThreads());
   return { flops: cpu.flops, how: `${d?.name ?? "unknown GPU"}: no bf16 peak known; CPU peak ${cpu.how}` };

@@ -9,7 +9,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { createProgress, ExitCode, GmError, inputError, readJsonFile, removeStaleTemporaries, usageError, writeFileAtomic, writeJsonAtomic, type Logger } from "@gm/core";
 import { loadGeneMap, loadVocabulary, type Vocabulary } from "@gm/data";
-import { GeneMamba, loadModelConfig, loadNative, resolveConfig, type ModelConfig, type ModelConfigInput } from "@gm/engine";
+import { GeneMamba, gpuRuntimeReport, loadModelConfig, loadNative, resolveConfig, type ModelConfig, type ModelConfigInput } from "@gm/engine";
 import { checkpointDir, datasetMediansFile, latestCheckpoint, loadOptimizerState, pruneCheckpoints, readTrainerState, removePartialCheckpoints, saveCheckpoint, type TrainerState } from "./checkpoint.js";
 import { CommError, createLocalRing, createTcpGroup, type Communicator, type TcpCommunicator } from "./comm/index.js";
 import { runFingerprint, type RunConfig } from "./config.js";
@@ -288,9 +288,9 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
   // native/test/emul_nccl.h) the gradients go through the TCP group.
   async function joinNccl(model: GeneMamba, comm: TcpCommunicator, rank: number): Promise<boolean> {
     const native = loadNative();
-    const report = native.gpuReport ? (JSON.parse(native.gpuReport()) as { nccl?: { found?: boolean; error?: string } }) : {};
-    if (!report.nccl?.found) {
-      log.warn({ why: report.nccl?.error ?? "no NCCL" }, "NCCL is not available: gradients are averaged on the host through the TCP group (slower)");
+    const nccl = gpuRuntimeReport()?.nccl;
+    if (!nccl?.found) {
+      log.warn({ why: nccl?.error ?? "no NCCL" }, "NCCL is not available: gradients are averaged on the host through the TCP group (slower)");
       return false;
     }
     const id = rank === 0 ? native.ncclUniqueId!() : undefined;
@@ -389,8 +389,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
   const peak = gpu ? gpuPeakFlops(gpu.ordinal) : cpuPeakFlops(threads);
   if (gpu) {
     const mem = replicas[0].gpuMemory(micro, cfg.data.max_length)!;
-    const report = JSON.parse(loadNative().gpuReport?.() ?? "{}") as { devices?: { name?: string; memory_gib?: number }[] };
-    const dev = report.devices?.[gpu.ordinal];
+    const dev = gpuRuntimeReport()?.devices[gpu.ordinal];
     assertFitsGpu(mem, dev?.memory_gib, { micro, length: cfg.data.max_length, ordinal: gpu.ordinal, name: dev?.name });
     log.info({ gpu: gpu.ordinal, dtype: gpu.dtype ?? "bf16", params_gib: +(mem.params / 2 ** 30).toFixed(2), activations_gib: +(mem.activations / 2 ** 30).toFixed(2), gradients: nccl ? "NCCL, per layer, overlapped" : worldSize > 1 ? "host (TCP)" : "single rank" }, "GPU memory for a full-length micro-batch");
   }

@@ -11,7 +11,7 @@ import * as path from "node:path";
 import { createRequire } from "node:module";
 import type { Logger } from "@gm/core";
 import { GM_VERSION } from "@gm/core";
-import { ADDON_PATH, BUILD_INFO_PATH, loadNative, type NativeBuildInfo } from "@gm/engine";
+import { ADDON_PATH, BUILD_INFO_PATH, gpuRuntimeReport, loadNative, type GpuRuntimeReport, type NativeBuildInfo } from "@gm/engine";
 
 export interface DoctorReport {
   gm: string;
@@ -28,17 +28,9 @@ export interface DoctorReport {
    * What the CUDA backend finds at run time (null without one): the devices as the CUDA runtime sees
    * them, and cuBLASLt and NCCL (loaded with dlopen; native/cuda/dynlib.h has the search order).
    */
-  cudaRuntime: CudaRuntimeReport | null;
+  cudaRuntime: GpuRuntimeReport | null;
 }
 
-export interface CudaRuntimeReport {
-  driver: number | null;
-  runtime: number | null;
-  devices: { ordinal: number; name: string; cc?: string; sms?: number; memory_gib?: number; bandwidth_gbs?: number; bf16_peak_tflops?: number }[];
-  cublaslt: { found: boolean; path: string | null; version: string | null; error: string | null };
-  nccl: { found: boolean; path: string | null; version: string | null; error: string | null };
-  error: string | null;
-}
 
 function addonInfo(r: DoctorReport): void {
   if (!r.addon.present) {
@@ -49,7 +41,7 @@ function addonInfo(r: DoctorReport): void {
       r.addon.loaded = true;
       r.threads.openmp = native.maxThreads();
       if (native.buildInfo) r.build = { ...native.buildInfo(), source: "addon" };
-      if (native.gpuReport && native.gpuBackend === "cuda") r.cudaRuntime = JSON.parse(native.gpuReport()) as CudaRuntimeReport;
+      if (native.gpuBackend === "cuda") r.cudaRuntime = gpuRuntimeReport();
     } catch (e) {
       r.addon.error = (e as Error).message;
     }
@@ -147,7 +139,7 @@ function text(r: DoctorReport): string {
   if (r.build?.cuda?.toolkit) lines.push(`  cuda toolkit    ${r.build.cuda.toolkit} (nvcc ${r.build.cuda.version ?? "?"}; archs ${r.build.cuda.archs.join(", ")})`);
   const rt = r.cudaRuntime;
   if (rt) {
-    const lib = (l: CudaRuntimeReport["cublaslt"]) => (l.found ? `${l.path} (${l.version})` : `${l.error}`);
+    const lib = (l: GpuRuntimeReport["cublaslt"]) => (l.found ? `${l.path} (${l.version})` : `${l.error}`);
     lines.push(
       `  cuda runtime    ${rt.error ? rt.error : `${rt.devices.length} device(s): ${rt.devices.map((d) => `${d.ordinal}: ${d.name} (sm_${(d.cc ?? "").replace(".", "")}, ${d.memory_gib?.toFixed(0)} GiB, ${d.bf16_peak_tflops?.toFixed(0)} TFLOP/s bf16)`).join("; ")}`}`,
       `  cuBLASLt        ${lib(rt.cublaslt)}`,
