@@ -553,7 +553,7 @@ Napi::Value DistanceSums(const Napi::CallbackInfo& info) {
   if ((i64)x.ElementLength() != n * d) throw std::invalid_argument("distanceSums: x must hold n x d values");
   if ((i64)labels.ElementLength() != n) throw std::invalid_argument("distanceSums: labels must hold n values");
   for (i64 i = 0; i < n; i++)
-    if (labels[i] < 0 || labels[i] >= k) throw std::invalid_argument("distanceSums: label " + std::to_string(labels[i]) + " outside [0, k)");
+    if (labels.Data()[i] < 0 || labels.Data()[i] >= k) throw std::invalid_argument("distanceSums: label " + std::to_string(labels.Data()[i]) + " outside [0, k)");
   auto out = Napi::Float64Array::New(env, (size_t)(n * k));
   gm::distance_sums(out.Data(), x.Data(), n, d, labels.Data(), k);
   return out;

@@ -30,7 +30,6 @@ GpuBackend::GpuBackend(const Config& c, const GpuOptions& o) : cfg(c), options(o
     grads.assign(n, 0.f);
     adam_m.assign(n, 0.f);
     adam_v.assign(n, 0.f);
-    return 0;
   });
 }
 
@@ -51,7 +50,6 @@ void GpuBackend::download(const std::string& name) {
     else if (name == "grads") m.get_grads(grads.data());
     else if (name == "adam_m" || name == "adam_v") m.get_moments(adam_m.data(), adam_v.data());
     else throw std::invalid_argument("download(name): unknown buffer \"" + name + "\"");
-    return 0;
   });
 }
 
@@ -61,7 +59,6 @@ void GpuBackend::upload(const std::string& name) {
     else if (name == "grads") m.set_grads(grads.data());
     else if (name == "adam_m" || name == "adam_v") m.set_moments(adam_m.data(), adam_v.data());
     else throw std::invalid_argument("upload(name): unknown buffer \"" + name + "\"");
-    return 0;
   });
 }
 
@@ -79,7 +76,6 @@ void GpuBackend::init(std::uint64_t seed) {
 void GpuBackend::forward(const std::int32_t* tokens, const std::int32_t* lengths, i64 B, i64 L) {
   with([&](auto& m) {
     m.forward(tokens, lengths, B, L);
-    return 0;
   });
   B_ = B;
   L_ = L;
@@ -87,19 +83,16 @@ void GpuBackend::forward(const std::int32_t* tokens, const std::int32_t* lengths
 void GpuBackend::logits(float* out) const {
   with([&](auto& m) {
     m.logits(out);
-    return 0;
   });
 }
 void GpuBackend::argmax_logits(std::int32_t* out) const {
   with([&](auto& m) {
     m.argmax_logits(out);
-    return 0;
   });
 }
 void GpuBackend::hidden_copy(float* out, std::size_t) const {
   with([&](auto& m) {
     m.get_hidden(out);
-    return 0;
   });
 }
 Model::LossResult GpuBackend::loss(const std::int32_t* targets, double scale, bool backward, const float* hidden_grad) {
@@ -111,7 +104,6 @@ Model::LossResult GpuBackend::loss(const std::int32_t* targets, double scale, bo
 void GpuBackend::zero_grad() {
   with([](auto& m) {
     m.zero_grad();
-    return 0;
   });
 }
 double GpuBackend::grad_norm() const {
@@ -128,7 +120,6 @@ void GpuBackend::adamw(const AdamWOptions& o) {
   h.grad_scale = o.grad_scale;
   with([&](auto& m) {
     m.adamw(h);
-    return 0;
   });
 }
 i64 GpuBackend::activation_bytes() const { return B_ ? (i64)activation_bytes_for(B_, L_) : 0; }
@@ -149,19 +140,16 @@ void GpuBackend::join_nccl(const std::vector<std::uint8_t>& id, int rank, int wo
 #endif
   with([&](auto& m) {
     m.set_comm(comm_.get(), timeout_s);
-    return 0;
   });
 }
 void GpuBackend::reduce_next_backward() {
   with([](auto& m) {
     m.reduce_next_backward();
-    return 0;
   });
 }
 void GpuBackend::finish_reduction() {
   with([](auto& m) {
     m.finish_reduction();
-    return 0;
   });
 }
 
