@@ -35,13 +35,24 @@ import torch.nn.functional as F
 import mamba_ssm
 from mamba_ssm import Mamba2
 
+# mamba_ssm's fused path (mamba_split_conv1d_scan_combined) needs the compiled causal_conv1d package;
+# without it Mamba2 runs its unfused path: the conv through torch's Conv1d, the SSD scan still through
+# mamba_ssm's Triton kernels (mamba_chunk_scan_combined). The JSON line says which one ran.
+try:
+    import causal_conv1d  # noqa: F401
+
+    FUSED = True
+except ImportError:
+    FUSED = False
+
 
 class BiMamba2LM(nn.Module):
     def __init__(self, a):
         super().__init__()
         d = a.d_model
         self.embeddings = nn.Embedding(a.vocab, d)
-        kw = dict(d_model=d, d_state=a.d_state, d_conv=a.d_conv, expand=a.expand, headdim=a.headdim, ngroups=1)
+        kw = dict(d_model=d, d_state=a.d_state, d_conv=a.d_conv, expand=a.expand, headdim=a.headdim, ngroups=1,
+                  use_mem_eff_path=FUSED)
         if a.chunk:  # else mamba_ssm's own default (its tuned setting)
             kw["chunk_size"] = a.chunk
         self.layers = nn.ModuleList([Mamba2(**kw) for _ in range(a.n_layer)])
@@ -142,6 +153,8 @@ def main():
         "len": a.len,
         "steps": a.steps,
         "chunk_size": model.layers[0].chunk_size,
+        "path": "fused (mamba_split_conv1d_scan_combined + causal_conv1d)" if FUSED
+                else "unfused: torch Conv1d + Triton mamba_chunk_scan_combined (causal_conv1d not installed)",
         "step_s": step_s,
         "step_s_all": step,
         "fb_s": fb_s,

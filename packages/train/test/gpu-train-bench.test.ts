@@ -4,6 +4,8 @@
 // its memory plan, the loss falls on the repeated batch, and bad settings fail with one line.
 import { describe, expect, it } from "vitest";
 import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
 import * as path from "node:path";
 import { GeneMamba, loadModelConfig, type ModelConfig } from "@gm/engine";
 import { trainingFlops } from "../src/metrics.js";
@@ -67,5 +69,26 @@ describe("gm_gpu_train_bench (emulated build)", () => {
       expect(lines).toHaveLength(1);
       expect(lines[0].error).toContain(msg);
     }
+  });
+
+  it("scripts/gpu/compare.py turns device-check's results into the benchmarks row, the speed-up over the peer and the targets", () => {
+    const py = spawnSync("python3", ["--version"]);
+    if (py.error) return; // no python3: device-check runs compare.py on the GPU machine only
+    const run = (dtype: string) => spawnSync(BIN, [], { encoding: "utf8", env: { ...process.env, OMP_NUM_THREADS: "1", ...TINY, GM_BENCH_DTYPE: dtype } }).stdout;
+    const bf16 = run("bf16");
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "gm-compare-"));
+    fs.writeFileSync(path.join(dir, "results.txt"), `### host_check\n{"checks":8,"failures":0}\n### train_bench_bf16\n${bf16}### train_bench_fp32\n${run("float32")}`);
+    const gm = JSON.parse(bf16.split("\n").find((l) => l.includes('"result"'))!);
+    const peer = { impl: "pytorch+mamba_ssm.Mamba2", torch: "t", mamba_ssm: "m", batch: 3, seconds_per_sample: 3 * gm.train_seconds_per_sample, fb_seconds_per_sample: 1.5 * gm.fb_seconds_per_sample, peak_memory_bytes: 2 ** 30, path: "unfused" };
+    fs.writeFileSync(path.join(dir, "peer.json"), JSON.stringify(peer) + "\n");
+    const r = spawnSync("python3", [path.join(repoRoot, "scripts/gpu/compare.py"), path.join(dir, "results.txt"), path.join(dir, "peer.json")], { encoding: "utf8" });
+    fs.rmSync(dir, { recursive: true, force: true });
+    expect(r.status, r.stderr).toBe(0);
+    const rows = r.stdout.split("\n").filter((l) => l.startsWith("| emulated"));
+    expect(rows).toHaveLength(2);
+    expect(rows[0]).toContain("| bf16 | 48 | 3 |");
+    expect(rows[0]).toContain("| 3x (1.5x fwd+bwd) |");
+    expect(rows[1]).toContain("| fp32 | 48 | 3 |");
+    expect(r.stdout).toContain("Targets: >= 2x PyTorch + mamba_ssm: met; >= 40% MFU: not measured.");
   });
 });
