@@ -20,7 +20,7 @@
 // GM_BENCH_N_LAYER (24), GM_BENCH_D_STATE (64), GM_BENCH_HEADDIM (64), GM_BENCH_CHUNK (64),
 // GM_BENCH_MIXER (mamba2 | mamba1; mamba1 uses GM_BENCH_DT_RANK, default d_model / 16),
 // GM_BENCH_LENGTH (2048), GM_BENCH_BATCH (24), GM_BENCH_STEPS (10), GM_BENCH_WARMUP (2),
-// GM_BENCH_DTYPE (bf16 | float32). `--plan` prints the configuration, FLOPs and memory plan and
+// GM_BENCH_DTYPE (bf16 | float32), GM_GPU_SCAN (recurrent | ssd: Mamba-2's scan kernels). `--plan` prints the configuration, FLOPs and memory plan and
 // stops before allocating activations (what the test checks on machines without a GPU).
 // The emulated build (gm_gpu_train_bench_emul) runs the same code with the kernels on the CPU: a test
 // of this program, never a measurement; its lines say "emulated":true.
@@ -158,18 +158,20 @@ static int run(bool plan_only) {
 
   gm::GpuOptions o;
   o.bf16 = dtype == "bf16";
+  o.ssd_scan = gm::ssd_scan_from_env();
   gm::GpuBackend m(c, o);
+  const char* scan = mixer == "mamba2" && o.ssd_scan ? "ssd" : "recurrent";
   const Batch batch = make_batch(B, L, genes, (std::int32_t)genes);
   const double flops = 3 * forward_flops(c, (double)(B * L), (double)batch.loss_positions);
   const double executed = 3 * forward_flops(c, (double)(B * L), (double)(B * L));  // the LM head runs over every row
   const std::size_t param_bytes = m.param_bytes(), act_bytes = m.activation_bytes_for(B, L);
   std::printf("{\"config\":{\"vocab_size\":%lld,\"d_model\":%lld,\"n_layer\":%lld,\"mixer\":\"%s\",\"combine\":\"gate\",\"d_state\":%lld,"
               "\"headdim\":%lld,\"expand\":%lld,\"d_conv\":%lld,\"dt_rank\":%lld,\"chunk_size\":%lld},\"parameters\":%zu,\"length\":%lld,"
-              "\"batch\":%lld,\"dtype\":\"%s\",\"loss_positions\":%lld,\"flops_per_step\":%.17g,\"executed_flops_per_step\":%.17g,"
+              "\"batch\":%lld,\"dtype\":\"%s\",\"scan\":\"%s\",\"loss_positions\":%lld,\"flops_per_step\":%.17g,\"executed_flops_per_step\":%.17g,"
               "\"param_bytes\":%zu,\"activation_bytes\":%zu}\n",
               (long long)c.vocab_size, (long long)c.d_model, (long long)c.n_layer, mixer.c_str(), (long long)c.d_state,
               (long long)c.headdim, (long long)c.expand, (long long)c.d_conv, (long long)c.dt_rank, (long long)c.chunk_size,
-              m.params.size(), (long long)L, (long long)B, dtype.c_str(), (long long)batch.loss_positions, flops, executed,
+              m.params.size(), (long long)L, (long long)B, dtype.c_str(), scan, (long long)batch.loss_positions, flops, executed,
               param_bytes, act_bytes);
   if (plan_only) return 0;
 

@@ -1,5 +1,5 @@
 // The small device interface the GPU model (gpu_model.cpp) is written against, besides the kernel
-// launchers of kernels.h: memory, copies, streams and one GEMM. Two implementations:
+// launchers of kernels.h: memory, copies, streams and the GEMM (single or strided-batched). Two implementations:
 //   - native/test/cuda_emul_device.cpp (GM_CUDA_EMUL): host memory, a plain fp32-accumulating loop
 //     GEMM; with the launchers emulated on the host, this is gm_gpu_model_emul.
 //   - native/cuda/device_cuda.cpp: the CUDA runtime (a caching allocator over cudaMalloc, async
@@ -76,6 +76,12 @@ void download(float* host_dst, const void* src, DType t, std::int64_t n, cudaStr
 void gemm(bool transA, bool transB, std::int64_t M, std::int64_t N, std::int64_t K, float alpha, const void* A,
           DType ta, std::int64_t lda, const void* B, DType tb, std::int64_t ldb, float beta, void* C, DType tc,
           std::int64_t ldc, cudaStream_t s);
+// `batch` independent products of the same shape: product i reads A + i * strideA, B + i * strideB
+// and writes C + i * strideC (strides in elements). gemm() is gemm_batched() with batch 1.
+void gemm_batched(bool transA, bool transB, std::int64_t M, std::int64_t N, std::int64_t K, float alpha, const void* A,
+                  DType ta, std::int64_t lda, std::int64_t strideA, const void* B, DType tb, std::int64_t ldb,
+                  std::int64_t strideB, float beta, void* C, DType tc, std::int64_t ldc, std::int64_t strideC,
+                  std::int64_t batch, cudaStream_t s);
 
 }  // namespace device
 }  // namespace cuda

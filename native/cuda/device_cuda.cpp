@@ -282,6 +282,7 @@ void download(float* host_dst, const void* src, DType t, std::int64_t n, cudaStr
 namespace {
 
 constexpr std::size_t kWorkspaceBytes = std::size_t(32) << 20;
+constexpr std::int64_t kMaxBatch = 65535;
 
 // The largest power of two (up to 256, cuBLASLt's default assumption) dividing the address: the
 // heuristic must not pick kernels that need more alignment than our sub-buffer views have.
@@ -298,9 +299,11 @@ struct GemmKey {
   std::int64_t M, N, K, lda, ldb, ldc;
   DType a, b, c;
   std::uint32_t align_a, align_b, align_c;
+  std::int64_t batch, sa, sb, sc;  // strided batch: count (1: a single product) and strides in elements
   bool operator==(const GemmKey& o) const {
     return device == o.device && ta == o.ta && tb == o.tb && beta0 == o.beta0 && M == o.M && N == o.N && K == o.K &&
            lda == o.lda && ldb == o.ldb && ldc == o.ldc && a == o.a && b == o.b && c == o.c && align_a == o.align_a &&
+           batch == o.batch && sa == o.sa && sb == o.sb && sc == o.sc &&
            align_b == o.align_b && align_c == o.align_c;
   }
 };
@@ -310,7 +313,7 @@ struct GemmKeyHash {
     auto mix = [&h](std::uint64_t v) { h ^= std::hash<std::uint64_t>()(v) + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2); };
     mix((std::uint64_t)k.ta | (std::uint64_t)k.tb << 1 | (std::uint64_t)k.beta0 << 2 | (std::uint64_t)k.a << 3 |
         (std::uint64_t)k.b << 4 | (std::uint64_t)k.c << 5);
-    for (std::int64_t v : {k.M, k.N, k.K, k.lda, k.ldb, k.ldc}) mix((std::uint64_t)v);
+    for (std::int64_t v : {k.M, k.N, k.K, k.lda, k.ldb, k.ldc, k.batch, k.sa, k.sb, k.sc}) mix((std::uint64_t)v);
     mix((std::uint64_t)k.align_a | (std::uint64_t)k.align_b << 16 | (std::uint64_t)k.align_c << 32);
     return h;
   }
@@ -350,7 +353,10 @@ std::string shape_text(const GemmKey& k) {
   return "M=" + std::to_string(k.M) + " N=" + std::to_string(k.N) + " K=" + std::to_string(k.K) +
          " transA=" + std::to_string(k.ta) + " transB=" + std::to_string(k.tb) + " lda=" + std::to_string(k.lda) +
          " ldb=" + std::to_string(k.ldb) + " ldc=" + std::to_string(k.ldc) + " A=" + type_name(k.a) +
-         " B=" + type_name(k.b) + " C=" + type_name(k.c);
+         " B=" + type_name(k.b) + " C=" + type_name(k.c) +
+         (k.batch > 1 ? " batch=" + std::to_string(k.batch) + " strides=" + std::to_string(k.sa) + "," +
+                            std::to_string(k.sb) + "," + std::to_string(k.sc)
+                      : std::string());
 }
 
 // Row-major C[M, N] = op(A) op(B) is, read column-major, C^T[N, M] = op(B)^T op(A)^T: cuBLASLt's A
@@ -386,6 +392,19 @@ GemmPlan make_plan(const CublasLtApi& api, lt::Handle handle, const GemmKey& k) 
              "cublasLtMatrixLayoutCreate(A)");
     lt_check(api, api.cublasLtMatrixLayoutCreate(&p.c, cuda_type(k.c), (std::uint64_t)k.N, (std::uint64_t)k.M, k.ldc),
              "cublasLtMatrixLayoutCreate(C)");
+    if (k.batch > 1) {  // cuBLASLt's A, B, C are our B, A, C (see above)
+      const std::int32_t count = (std::int32_t)k.batch;
+      const std::int64_t strides[3] = {k.sb, k.sa, k.sc};
+      const lt::MatrixLayout layouts[3] = {p.a, p.b, p.c};
+      for (int i = 0; i < 3; i++) {
+        lt_check(api, api.cublasLtMatrixLayoutSetAttribute(layouts[i], lt::kLayoutBatchCount, &count, sizeof count),
+                 "BATCH_COUNT");
+        lt_check(api,
+                 api.cublasLtMatrixLayoutSetAttribute(layouts[i], lt::kLayoutStridedBatchOffset, &strides[i],
+                                                      sizeof strides[i]),
+                 "STRIDED_BATCH_OFFSET");
+      }
+    }
     lt_check(api, api.cublasLtMatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate");
     const std::uint64_t ws = kWorkspaceBytes;
     lt_check(api, api.cublasLtMatmulPreferenceSetAttribute(pref, lt::kPrefMaxWorkspaceBytes, &ws, sizeof ws),
@@ -416,10 +435,13 @@ GemmPlan make_plan(const CublasLtApi& api, lt::Handle handle, const GemmKey& k) 
 
 // K == 0 (with M, N > 0) makes C = beta C: done here for beta 0 and 1 (cuBLASLt rejects k = 0);
 // gpu_model.cpp never asks for it (linear_backward returns when M == 0, the bias product has K = 1).
-void gemm(bool transA, bool transB, std::int64_t M, std::int64_t N, std::int64_t K, float alpha, const void* A,
-          DType ta, std::int64_t lda, const void* B, DType tb, std::int64_t ldb, float beta, void* C, DType tc,
-          std::int64_t ldc, cudaStream_t s) {
-  if (M < 0 || N < 0 || K < 0) throw std::invalid_argument("gm cuda: gemm: negative dimension");
+void gemm_batched(bool transA, bool transB, std::int64_t M, std::int64_t N, std::int64_t K, float alpha, const void* A,
+                  DType ta, std::int64_t lda, std::int64_t strideA, const void* B, DType tb, std::int64_t ldb,
+                  std::int64_t strideB, float beta, void* C, DType tc, std::int64_t ldc, std::int64_t strideC,
+                  std::int64_t batch, cudaStream_t s) {
+  if (M < 0 || N < 0 || K < 0 || batch < 0) throw std::invalid_argument("gm cuda: gemm: negative dimension or batch");
+  if (batch > 1 && (strideA < 0 || strideB < 0 || strideC < (M - 1) * ldc + N))
+    throw std::invalid_argument("gm cuda: gemm_batched: negative strides, or C's products overlap");
   const bool f32 = ta == DType::F32 && tb == DType::F32 && tc == DType::F32;
   const bool bf16_in = ta == DType::BF16 && tb == DType::BF16;
   if (!f32 && !bf16_in)
@@ -430,17 +452,37 @@ void gemm(bool transA, bool transB, std::int64_t M, std::int64_t N, std::int64_t
     throw std::invalid_argument("gm cuda: gemm: leading dimension too small (M=" + std::to_string(M) +
                                 " N=" + std::to_string(N) + " K=" + std::to_string(K) + " lda=" + std::to_string(lda) +
                                 " ldb=" + std::to_string(ldb) + " ldc=" + std::to_string(ldc) + ")");
-  if (M == 0 || N == 0) return;
+  if (M == 0 || N == 0 || batch == 0) return;
   if (K == 0) {
     if (beta == 1.f) return;
     if (beta != 0.f) throw std::invalid_argument("gm cuda: gemm: K = 0 with beta other than 0 or 1");
     const std::size_t es = dtype_size(tc);
-    check(cudaMemset2DAsync(C, (std::size_t)ldc * es, 0, (std::size_t)N * es, (std::size_t)M, s), "cudaMemset2DAsync");
+    for (std::int64_t i = 0; i < batch; i++)
+      check(cudaMemset2DAsync((char*)C + (std::size_t)(i * strideC) * es, (std::size_t)ldc * es, 0, (std::size_t)N * es,
+                              (std::size_t)M, s),
+            "cudaMemset2DAsync");
     return;
   }
+  // At most kMaxBatch products per call (a batch count cuBLASLt's kernels take in every release);
+  // a larger batch is split into calls of that size and one for the rest.
+  if (batch > kMaxBatch) {
+    const std::size_t ea = dtype_size(ta), eb = dtype_size(tb), ec = dtype_size(tc);
+    for (std::int64_t i0 = 0; i0 < batch; i0 += kMaxBatch)
+      gemm_batched(transA, transB, M, N, K, alpha, (const char*)A + (std::size_t)(i0 * strideA) * ea, ta, lda, strideA,
+                   (const char*)B + (std::size_t)(i0 * strideB) * eb, tb, ldb, strideB, beta,
+                   (char*)C + (std::size_t)(i0 * strideC) * ec, tc, ldc, strideC, std::min(kMaxBatch, batch - i0), s);
+    return;
+  }
+  // The alignment every product's pointers have: the base's and the stride's (in bytes).
+  auto aligned = [batch](const void* p, std::int64_t stride, DType t) {
+    const std::uintptr_t bits = (std::uintptr_t)p | (batch > 1 ? (std::uintptr_t)stride * dtype_size(t) : 0);
+    return alignment((const void*)bits);
+  };
   const CublasLtApi& api = cublaslt();
+  const bool one = batch == 1;
   const GemmKey key{current_device(), transA, transB, beta == 0.f, M, N, K, lda, ldb, ldc, ta, tb, tc,
-                    alignment(A), alignment(B), alignment(C)};
+                    aligned(A, strideA, ta), aligned(B, strideB, tb), aligned(C, strideC, tc),
+                    batch, one ? 0 : strideA, one ? 0 : strideB, one ? 0 : strideC};
   GemmState& g = gemm_state();
   lt::Handle handle = nullptr;
   void* workspace = nullptr;
@@ -468,6 +510,12 @@ void gemm(bool transA, bool transB, std::int64_t M, std::int64_t N, std::int64_t
   const lt::Status st = api.cublasLtMatmul(handle, plan->desc, &alpha, B, plan->a, A, plan->b, &beta, C, plan->c, C,
                                           plan->c, &plan->algo, workspace, kWorkspaceBytes, s);
   if (st != lt::kSuccess) lt_check(api, st, ("cublasLtMatmul (" + shape_text(key) + ")").c_str());
+}
+
+void gemm(bool transA, bool transB, std::int64_t M, std::int64_t N, std::int64_t K, float alpha, const void* A,
+          DType ta, std::int64_t lda, const void* B, DType tb, std::int64_t ldb, float beta, void* C, DType tc,
+          std::int64_t ldc, cudaStream_t s) {
+  gemm_batched(transA, transB, M, N, K, alpha, A, ta, lda, 0, B, tb, ldb, 0, beta, C, tc, ldc, 0, 1, s);
 }
 
 }  // namespace device

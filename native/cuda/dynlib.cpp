@@ -43,6 +43,7 @@ struct RealTypes {
   using ComputeType = cublasComputeType_t;
   using MatmulDescAttr = cublasLtMatmulDescAttributes_t;
   using PreferenceAttr = cublasLtMatmulPreferenceAttributes_t;
+  using LayoutAttr = cublasLtMatrixLayoutAttribute_t;
   using MatmulAlgo = cublasLtMatmulAlgo_t;
   using HeuristicResult = cublasLtMatmulHeuristicResult_t;
 };
@@ -59,6 +60,8 @@ static_assert(std::is_same<decltype(&cublasLtMatrixLayoutCreate), RF::MatrixLayo
               "cublasLtMatrixLayoutCreate");
 static_assert(std::is_same<decltype(&cublasLtMatrixLayoutDestroy), RF::MatrixLayoutDestroy>::value,
               "cublasLtMatrixLayoutDestroy");
+static_assert(std::is_same<decltype(&cublasLtMatrixLayoutSetAttribute), RF::MatrixLayoutSetAttribute>::value,
+              "cublasLtMatrixLayoutSetAttribute");
 static_assert(std::is_same<decltype(&cublasLtMatmulPreferenceCreate), RF::PreferenceCreate>::value,
               "cublasLtMatmulPreferenceCreate");
 static_assert(std::is_same<decltype(&cublasLtMatmulPreferenceDestroy), RF::PreferenceDestroy>::value,
@@ -78,6 +81,7 @@ static_assert(same_abi<Types::ComputeType, cublasComputeType_t>(), "cublasComput
 static_assert(same_abi<Types::MatmulDescAttr, cublasLtMatmulDescAttributes_t>(), "cublasLtMatmulDescAttributes_t");
 static_assert(same_abi<Types::PreferenceAttr, cublasLtMatmulPreferenceAttributes_t>(),
               "cublasLtMatmulPreferenceAttributes_t");
+static_assert(same_abi<Types::LayoutAttr, cublasLtMatrixLayoutAttribute_t>(), "cublasLtMatrixLayoutAttribute_t");
 static_assert(same_abi<MatmulAlgo, cublasLtMatmulAlgo_t>(), "cublasLtMatmulAlgo_t");
 static_assert(same_abi<HeuristicResult, cublasLtMatmulHeuristicResult_t>(), "cublasLtMatmulHeuristicResult_t");
 static_assert(offsetof(HeuristicResult, algo) == offsetof(cublasLtMatmulHeuristicResult_t, algo), "algo");
@@ -98,6 +102,9 @@ static_assert(kDescPointerMode == CUBLASLT_MATMUL_DESC_POINTER_MODE, "CUBLASLT_M
 static_assert(kDescTransA == CUBLASLT_MATMUL_DESC_TRANSA, "CUBLASLT_MATMUL_DESC_TRANSA");
 static_assert(kDescTransB == CUBLASLT_MATMUL_DESC_TRANSB, "CUBLASLT_MATMUL_DESC_TRANSB");
 static_assert(kPrefMaxWorkspaceBytes == CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, "CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES");
+static_assert(kLayoutBatchCount == CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, "CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT");
+static_assert(kLayoutStridedBatchOffset == CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+              "CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET");
 static_assert(kPrefMinAlignABytes == CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES &&
                   kPrefMinAlignBBytes == CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES &&
                   kPrefMinAlignCBytes == CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES &&
@@ -239,6 +246,7 @@ void bind_all(void* h, CublasLtApi& a, std::vector<std::string>& m) {
   bind(h, "cublasLtMatmulDescSetAttribute", a.cublasLtMatmulDescSetAttribute, m);
   bind(h, "cublasLtMatrixLayoutCreate", a.cublasLtMatrixLayoutCreate, m);
   bind(h, "cublasLtMatrixLayoutDestroy", a.cublasLtMatrixLayoutDestroy, m);
+  bind(h, "cublasLtMatrixLayoutSetAttribute", a.cublasLtMatrixLayoutSetAttribute, m);
   bind(h, "cublasLtMatmulPreferenceCreate", a.cublasLtMatmulPreferenceCreate, m);
   bind(h, "cublasLtMatmulPreferenceDestroy", a.cublasLtMatmulPreferenceDestroy, m);
   bind(h, "cublasLtMatmulPreferenceSetAttribute", a.cublasLtMatmulPreferenceSetAttribute, m);

@@ -45,6 +45,7 @@ struct Types {
   using ComputeType = int;     // cublasComputeType_t
   using MatmulDescAttr = int;  // cublasLtMatmulDescAttributes_t
   using PreferenceAttr = int;  // cublasLtMatmulPreferenceAttributes_t
+  using LayoutAttr = int;      // cublasLtMatrixLayoutAttribute_t
   struct MatmulAlgo {
     std::uint64_t data[8];
   };
@@ -80,6 +81,9 @@ constexpr int kPrefMinAlignABytes = 5;     // CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT
 constexpr int kPrefMinAlignBBytes = 6;
 constexpr int kPrefMinAlignCBytes = 7;
 constexpr int kPrefMinAlignDBytes = 8;
+// Matrix layout attributes of a strided batch: the count (int32_t) and the stride in elements (int64_t).
+constexpr int kLayoutBatchCount = 5;          // CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT
+constexpr int kLayoutStridedBatchOffset = 6;  // CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET
 
 // The function types, over a set of types T: Types here, the real header's in dynlib.cpp's checks.
 template <typename T>
@@ -94,6 +98,7 @@ struct Fns {
   using MatmulDescSetAttribute = S (*)(typename T::MatmulDesc, typename T::MatmulDescAttr, const void*, std::size_t);
   using MatrixLayoutCreate = S (*)(typename T::MatrixLayout*, cudaDataType_t, std::uint64_t, std::uint64_t, std::int64_t);
   using MatrixLayoutDestroy = S (*)(typename T::MatrixLayout);
+  using MatrixLayoutSetAttribute = S (*)(typename T::MatrixLayout, typename T::LayoutAttr, const void*, std::size_t);
   using PreferenceCreate = S (*)(typename T::Preference*);
   using PreferenceDestroy = S (*)(typename T::Preference);
   using PreferenceSetAttribute = S (*)(typename T::Preference, typename T::PreferenceAttr, const void*, std::size_t);
@@ -117,6 +122,7 @@ struct CublasLtApi {
   F::MatmulDescSetAttribute cublasLtMatmulDescSetAttribute = nullptr;
   F::MatrixLayoutCreate cublasLtMatrixLayoutCreate = nullptr;
   F::MatrixLayoutDestroy cublasLtMatrixLayoutDestroy = nullptr;
+  F::MatrixLayoutSetAttribute cublasLtMatrixLayoutSetAttribute = nullptr;
   F::PreferenceCreate cublasLtMatmulPreferenceCreate = nullptr;
   F::PreferenceDestroy cublasLtMatmulPreferenceDestroy = nullptr;
   F::PreferenceSetAttribute cublasLtMatmulPreferenceSetAttribute = nullptr;

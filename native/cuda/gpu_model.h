@@ -54,6 +54,10 @@ struct GpuConfig {
   double norm_eps = 1e-5;
   std::int32_t pad_token_id = 1;
   i64 chunk_size = 64;
+  // Mamba-2's scan: false, the recurrent kernels (scan.cu: one thread per channel walks the
+  // sequence); true, the chunked SSD form (ssd.cu: batched tensor-core GEMMs). Same results and saved
+  // states; which is faster on a given GPU is bench:gpu's to say. Mamba-1 always runs the recurrence.
+  bool ssd_scan = false;
 
   i64 d_inner() const { return expand * d_model; }
   i64 nheads() const { return mixer == GpuMixer::Mamba2 ? d_inner() / headdim : d_inner(); }

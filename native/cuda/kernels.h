@@ -120,6 +120,18 @@ void scan_backward(T* dx, T* ddt, float* dA, T* dB, T* dC, float* dD, const T* d
                    const T* dt, const float* A, const T* B, const T* C, const float* D, const ScanDims& s,
                    float* scratch, cudaStream_t stream);
 
+// ---- Mamba-2's scan in the chunked SSD form (ssd.cu): the same results and chunk-start states as
+// scan_forward / scan_backward for a Mamba-2 shape (P > 1), with the per-chunk products as
+// strided-batched GEMMs (tensor cores in bf16). scratch: ssd_scratch_floats(s, sizeof(T)) floats.
+i64 ssd_scratch_floats(const ScanDims& s, i64 storage_bytes);
+template <typename T>
+void ssd_scan_forward(T* y, float* states, const T* x, const T* dt, const float* A, const T* B, const T* C,
+                      const float* D, const ScanDims& s, float* scratch, cudaStream_t stream);
+template <typename T>
+void ssd_scan_backward(T* dx, T* ddt, float* dA, T* dB, T* dC, float* dD, const T* dy, const float* states, const T* x,
+                       const T* dt, const float* A, const T* B, const T* C, const float* D, const ScanDims& s,
+                       float* scratch, cudaStream_t stream);
+
 // ---- fused softmax cross-entropy (cross_entropy.cu): logits [M, V] overwritten with
 // scale * (softmax - onehot); row_loss[m] = -log softmax[target] (0 where the target is -100).
 template <typename T>

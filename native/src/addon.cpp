@@ -321,6 +321,7 @@ class EngineBinding : public Napi::ObjectWrap<EngineBinding<M>> {
   // ---- GpuEngine only
   static gm::GpuOptions parse_gpu_options(const Napi::CallbackInfo& info) {
     gm::GpuOptions o;
+    o.ssd_scan = gm::ssd_scan_from_env();
     if (info.Length() < 2 || info[1].IsUndefined()) return o;
     if (!info[1].IsObject()) throw std::invalid_argument("GpuEngine(config, options): options must be an object");
     const Napi::Object opts = info[1].As<Napi::Object>();
@@ -328,6 +329,9 @@ class EngineBinding : public Napi::ObjectWrap<EngineBinding<M>> {
     const std::string dtype = get_string(opts, "dtype", "bf16");
     if (dtype != "bf16" && dtype != "float32") throw std::invalid_argument("options.dtype must be \"bf16\" or \"float32\", got \"" + dtype + "\"");
     o.bf16 = dtype == "bf16";
+    const std::string scan = get_string(opts, "scan", o.ssd_scan ? "ssd" : "recurrent");
+    if (scan != "recurrent" && scan != "ssd") throw std::invalid_argument("options.scan must be \"recurrent\" or \"ssd\", got \"" + scan + "\"");
+    o.ssd_scan = scan == "ssd";
     return o;
   }
   static void add_gpu_methods(std::vector<typename Base::PropertyDescriptor>& m) {

@@ -20,7 +20,8 @@ GpuBackend::GpuBackend(const Config& c, const GpuOptions& o) : cfg(c), options(o
   if (o.device < 0 || o.device >= n)
     throw std::invalid_argument("GPU " + std::to_string(o.device) + " does not exist: this process sees " + std::to_string(n) + " GPU(s)");
   dev::set_device(o.device);
-  const cuda::GpuConfig g = to_gpu_config(c);
+  cuda::GpuConfig g = to_gpu_config(c);
+  g.ssd_scan = o.ssd_scan;
   if (o.bf16) b16_.reset(new cuda::GpuModel<cuda::bf16>(g));
   else f32_.reset(new cuda::GpuModel<float>(g));
   with([this](auto& m) {

@@ -7,7 +7,9 @@
 // (gm_native_emul.node, GM_CUDA_EMUL: the kernels run on the CPU) that the tests drive.
 #pragma once
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -39,7 +41,17 @@ inline cuda::GpuConfig to_gpu_config(const Config& c) {
 struct GpuOptions {
   int device = 0;     // CUDA ordinal (one process per GPU)
   bool bf16 = true;   // bf16 activations and parameter copy (fp32 master weights); false: fp32 throughout
+  bool ssd_scan = false;  // Mamba-2's scan in the chunked SSD form (GpuConfig::ssd_scan)
 };
+
+// GM_GPU_SCAN=recurrent|ssd (unset: recurrent): the default of GpuOptions::ssd_scan, so `gm pretrain`
+// workers and gm_gpu_train_bench pick the scan without a flag. A bad value throws.
+inline bool ssd_scan_from_env() {
+  const char* v = std::getenv("GM_GPU_SCAN");
+  if (!v || !*v || std::string(v) == "recurrent") return false;
+  if (std::string(v) == "ssd") return true;
+  throw std::invalid_argument(std::string("GM_GPU_SCAN must be \"recurrent\" or \"ssd\", got \"") + v + "\"");
+}
 
 class GpuBackend {
  public:

@@ -293,7 +293,8 @@ static void test_softplus() {
 
 // ---------------------------------------------------------------- selective scan
 template <typename S>
-static void test_scan(const char* name, i64 R, i64 Tn, i64 H, i64 P, i64 N, i64 Q) {
+// ssd: Mamba-2 shapes through the chunked SSD launchers (ssd.cu) instead of the recurrent kernels.
+static void test_scan(const char* name, i64 R, i64 Tn, i64 H, i64 P, i64 N, i64 Q, bool ssd = false) {
   const bool pl = P == 1;
   const i64 ch = H * P, ldx = ch + 3, lddt = (pl ? ch : H) + 2, ldbc = 2 * N + 3, ldy = ch + 1;
   const gm::ScanShape s{R, Tn, H, P, N, Q, ldx, lddt, ldbc, ldy};
@@ -319,16 +320,24 @@ static void test_scan(const char* name, i64 R, i64 Tn, i64 H, i64 P, i64 N, i64 
   const DevBuf<S> X(x), DT(dtv), BC(bc), GY(gy);
   const DevBuf<float> AA(A), DD(D);
   DevBuf<S> Y(RT * ldy, 0.f), DX(dx0), DDT(ddt0), DBC(dbc0);
-  DevBuf<float> ST(d.states_size(), 0.f), DA(dA0), DDv(dD0), scratch(cu::scan_backward_scratch(d).total(), NAN);
-  cu::scan_forward<S>(Y, ST, X, DT, AA, BC, BC.p + N, DD, d, kStream);
-  cu::scan_backward<S>(DX, DDT, DA, DBC, DBC.p + N, DDv, GY, ST, X, DT, AA, BC, BC.p + N, DD, d, scratch, kStream);
-  compare<S>("scan_forward", cs, "y", Y.get(), y);
-  compare<S>("scan_forward", cs, "states", ST.get(), st);
-  compare<S>("scan_backward", cs, "dx", DX.get(), dx);
-  compare<S>("scan_backward", cs, "ddt", DDT.get(), ddt);
-  compare<S>("scan_backward", cs, "dA", DA.get(), dA);
-  compare<S>("scan_backward", cs, "dB_dC", DBC.get(), dbc);
-  compare<S>("scan_backward", cs, "dD", DDv.get(), dD);
+  const i64 nscratch = ssd ? cu::ssd_scratch_floats(d, sizeof(S)) : cu::scan_backward_scratch(d).total();
+  DevBuf<float> ST(d.states_size(), 0.f), DA(dA0), DDv(dD0), scratch(nscratch, NAN);
+  if (ssd) {
+    cu::ssd_scan_forward<S>(Y, ST, X, DT, AA, BC, BC.p + N, DD, d, scratch, kStream);
+    cu::ssd_scan_backward<S>(DX, DDT, DA, DBC, DBC.p + N, DDv, GY, ST, X, DT, AA, BC, BC.p + N, DD, d, scratch, kStream);
+  } else {
+    cu::scan_forward<S>(Y, ST, X, DT, AA, BC, BC.p + N, DD, d, kStream);
+    cu::scan_backward<S>(DX, DDT, DA, DBC, DBC.p + N, DDv, GY, ST, X, DT, AA, BC, BC.p + N, DD, d, scratch, kStream);
+  }
+  const char* fwd = ssd ? "ssd_scan_forward" : "scan_forward";
+  const char* bwd = ssd ? "ssd_scan_backward" : "scan_backward";
+  compare<S>(fwd, cs, "y", Y.get(), y);
+  compare<S>(fwd, cs, "states", ST.get(), st);
+  compare<S>(bwd, cs, "dx", DX.get(), dx);
+  compare<S>(bwd, cs, "ddt", DDT.get(), ddt);
+  compare<S>(bwd, cs, "dA", DA.get(), dA);
+  compare<S>(bwd, cs, "dB_dC", DBC.get(), dbc);
+  compare<S>(bwd, cs, "dD", DDv.get(), dD);
 }
 
 // ---------------------------------------------------------------- reversal and combine
@@ -570,6 +579,9 @@ static void run_all() {
   test_scan<S>("mamba2", 2, 11, 3, 8, 5, 4);          // chunk 4 does not divide 11
   test_scan<S>("mamba2", 1, 7, 3, 64, 16, 3);         // 192 channels: 2 thread blocks, the second part idle
   test_scan<S>("mamba2", 2, 9, 2, 4, 64, 5);          // N = 64 (the NM = 64 forward instance)
+  test_scan<S>("mamba2", 2, 11, 3, 8, 5, 4, true);    // SSD: a short last chunk
+  test_scan<S>("mamba2", 3, 16, 2, 16, 8, 8, true);   // SSD: chunks divide T
+  test_scan<S>("mamba2", 1, 9, 2, 4, 64, 5, true);    // SSD: N = 64
   test_scan<S>("mamba1", 2, 11, 20, 1, 4, 4);         // 20 channels: lane blocks of 16 and 4
   test_scan<S>("mamba1", 1, 9, 150, 1, 16, 4);        // 2 thread blocks, lane blocks of 16 and 6
   test_scan<S>("mamba1", 1, 8, 5, 1, 20, 6);          // N = 20 (NM = 64), a short last chunk

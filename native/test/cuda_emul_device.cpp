@@ -90,17 +90,25 @@ void upload(void* dst, DType t, const float* src, std::int64_t n, cudaStream_t) 
 void download(float* dst, const void* src, DType t, std::int64_t n, cudaStream_t) {
   for (i64 i = 0; i < n; i++) dst[i] = load(src, t, i);
 }
+void gemm_batched(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, float alpha, const void* A,
+                  DType tA, std::int64_t lda, std::int64_t sA, const void* B, DType tB, std::int64_t ldb, std::int64_t sB,
+                  float beta, void* C, DType tC, std::int64_t ldc, std::int64_t sC, std::int64_t batch, cudaStream_t) {
+  for (i64 i = 0; i < batch; i++) {
+    const i64 a0 = i * sA, b0 = i * sB, c0 = i * sC;
+    for (i64 m = 0; m < M; m++)
+      for (i64 n = 0; n < N; n++) {
+        float acc = 0.f;
+        for (i64 k = 0; k < K; k++)
+          acc += load(A, tA, a0 + (ta ? k * lda + m : m * lda + k)) * load(B, tB, b0 + (tb ? n * ldb + k : k * ldb + n));
+        const float c = beta == 0.f ? 0.f : beta * load(C, tC, c0 + m * ldc + n);
+        store(C, tC, c0 + m * ldc + n, alpha * acc + c);
+      }
+  }
+}
 void gemm(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, float alpha, const void* A, DType tA,
           std::int64_t lda, const void* B, DType tB, std::int64_t ldb, float beta, void* C, DType tC, std::int64_t ldc,
-          cudaStream_t) {
-  for (i64 m = 0; m < M; m++)
-    for (i64 n = 0; n < N; n++) {
-      float acc = 0.f;
-      for (i64 k = 0; k < K; k++)
-        acc += load(A, tA, ta ? k * lda + m : m * lda + k) * load(B, tB, tb ? n * ldb + k : k * ldb + n);
-      const float c = beta == 0.f ? 0.f : beta * load(C, tC, m * ldc + n);
-      store(C, tC, m * ldc + n, alpha * acc + c);
-    }
+          cudaStream_t s) {
+  gemm_batched(ta, tb, M, N, K, alpha, A, tA, lda, 0, B, tB, ldb, 0, beta, C, tC, ldc, 0, 1, s);
 }
 
 }  // namespace device
@@ -373,3 +381,7 @@ GM_INST(bf16)
 
 }  // namespace cuda
 }  // namespace gm
+
+// The SSD scan's launch sequence (native/cuda/ssd.cu) compiled for the host: its kernel bodies run
+// over every item in index order and its GEMMs are device::gemm_batched above.
+#include "../cuda/ssd.cu"

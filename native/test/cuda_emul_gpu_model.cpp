@@ -36,13 +36,16 @@ using gm::i64;
 using Vec = std::vector<float>;
 
 static int failures = 0, checks = 0;
+// The second pass of the Mamba-2 checks runs the chunked SSD scan (GpuConfig::ssd_scan); its lines
+// carry mode "ssd_...".
+static bool g_ssd = false;
 static void report(const char* check, const std::string& mode, const char* dt, const std::string& output, double err,
                    double tol) {
   checks++;
   const bool ok = err <= tol;
   if (!ok) failures++;
   std::printf("{\"check\":\"%s\",\"mode\":\"%s\",\"dtype\":\"%s\",\"output\":\"%s\",\"max_rel_err\":%.3e,\"tol\":%.0e,\"ok\":%s}\n",
-              check, mode.c_str(), dt, output.c_str(), err, tol, ok ? "true" : "false");
+              check, ((g_ssd ? "ssd_" : "") + mode).c_str(), dt, output.c_str(), err, tol, ok ? "true" : "false");
 }
 static double rel_err(const float* a, const float* b, i64 n) {
   double md = 0, mb = 0;
@@ -78,7 +81,11 @@ static gm::Config small_config(gm::Mixer mx, gm::Combine c) {
   if (mx == gm::Mixer::Mamba1) g.dt_rank = 3;  // E = 32 channels: scan lane blocks of 16; X = 3 + 2 * 8
   return g;
 }
-static cu::GpuConfig gpu_config(const gm::Config& c) { return gm::to_gpu_config(c); }
+static cu::GpuConfig gpu_config(const gm::Config& c) {
+  cu::GpuConfig g = gm::to_gpu_config(c);
+  g.ssd_scan = g_ssd;
+  return g;
+}
 
 struct Batch {
   i64 B = 3, L = 11;
@@ -529,6 +536,7 @@ static void check_memory(gm::Mixer mx, gm::Combine comb) {
 
 static void memory_plan_reference() {
   cu::GpuConfig g;  // configs/models/genemamba-24l-512d.json, plus pretraining's [MASK] token
+  g.ssd_scan = g_ssd;
   g.vocab_size = 25427;
   g.d_model = 512;
   g.n_layer = 24;
@@ -538,8 +546,8 @@ static void memory_plan_reference() {
   cu::GpuModel<cu::bf16> m(g);
   const double gib = 1024.0 * 1024.0 * 1024.0;
   const double params = (double)m.param_bytes() / gib, acts = (double)m.activation_bytes(24, 2048) / gib;
-  std::printf("{\"memory_plan\":\"genemamba-24l-512d bf16, L 2048, batch 24\",\"parameters\":%lld,\"param_state_gib\":%.2f,\"activation_gib\":%.2f,\"total_gib\":%.2f}\n",
-              (long long)m.num_params(), params, acts, params + acts);
+  std::printf("{\"memory_plan\":\"genemamba-24l-512d bf16, L 2048, batch 24, %s scan\",\"parameters\":%lld,\"param_state_gib\":%.2f,\"activation_gib\":%.2f,\"total_gib\":%.2f}\n",
+              g_ssd ? "ssd" : "recurrent", (long long)m.num_params(), params, acts, params + acts);
   // 80 GB = 74.5 GiB; keep 10% for the CUDA context, cuBLASLt workspaces, NCCL buffers, fragmentation
   report("memory_plan", "24l_512d_L2048_b24", "bf16", "total_gib_vs_67", params + acts > 67 ? params + acts : 0, 0);
 }
@@ -583,6 +591,21 @@ int main() {
   }
 #endif
   memory_plan_reference();
+  // Mamba-2 again with the chunked SSD scan: the same checks against the CPU Model.
+  g_ssd = true;
+  for (gm::Combine c : {gm::Combine::Gate, gm::Combine::Concat, gm::Combine::Unidirectional})
+    check_mode<float>(gm::Mixer::Mamba2, c, c == gm::Combine::Gate, 1e-4, 1e-4);
+  check_mode<cu::bf16>(gm::Mixer::Mamba2, gm::Combine::Gate, true, 2e-2, 1e-1);
+  check_determinism<float>(gm::Mixer::Mamba2);
+  check_determinism<cu::bf16>(gm::Mixer::Mamba2);
+  check_resume(gm::Mixer::Mamba2);
+  check_data_parallel(gm::Mixer::Mamba2, gm::Combine::Gate, 1);
+#if defined(GM_CUDA_EMUL)
+  check_memory<float>(gm::Mixer::Mamba2, gm::Combine::Gate);
+  check_memory<cu::bf16>(gm::Mixer::Mamba2, gm::Combine::Mean);
+#endif
+  memory_plan_reference();
+  g_ssd = false;
   std::printf("{\"failures\":%d,\"checks\":%d}\n", failures, checks);
   return failures ? 1 : 0;
 }

@@ -185,15 +185,16 @@ void cublaslt_lib_checks(const std::string& file) {
                          (const void*)a.cublasLtGetStatusString, (const void*)a.cublasLtMatmulDescCreate,
                          (const void*)a.cublasLtMatmulDescDestroy, (const void*)a.cublasLtMatmulDescSetAttribute,
                          (const void*)a.cublasLtMatrixLayoutCreate, (const void*)a.cublasLtMatrixLayoutDestroy,
+                         (const void*)a.cublasLtMatrixLayoutSetAttribute,
                          (const void*)a.cublasLtMatmulPreferenceCreate, (const void*)a.cublasLtMatmulPreferenceDestroy,
                          (const void*)a.cublasLtMatmulPreferenceSetAttribute, (const void*)a.cublasLtMatmulAlgoGetHeuristic,
                          (const void*)a.cublasLtMatmul};
     int resolved = 0;
     for (const void* f : fns) resolved += f != nullptr;
     const std::size_t major = a.version / 10000;
-    ok = resolved == 14 && a.path == file && major >= 11 &&
+    ok = resolved == 15 && a.path == file && major >= 11 &&
          (!contains(file, ".so.1") || contains(file, ".so." + std::to_string(major)));
-    return a.path + " " + cublaslt_version_string(a.version) + ", " + std::to_string(resolved) + "/14 symbols";
+    return a.path + " " + cublaslt_version_string(a.version) + ", " + std::to_string(resolved) + "/15 symbols";
   });
   check("cublaslt_status_codes", [](bool& ok) {
     const CublasLtApi& a = cublaslt();
@@ -225,7 +226,16 @@ void cublaslt_lib_checks(const std::string& file) {
       st("MatmulDescDestroy", a.cublasLtMatmulDescDestroy(desc), lt::kSuccess);
     }
     st("MatrixLayoutCreate", a.cublasLtMatrixLayoutCreate(&layout, CUDA_R_16BF, 64, 32, 64), lt::kSuccess);
-    if (layout) st("MatrixLayoutDestroy", a.cublasLtMatrixLayoutDestroy(layout), lt::kSuccess);
+    if (layout) {  // the strided-batch attributes of the SSD scan's batched products
+      const std::int32_t count = 3;
+      const std::int64_t stride = 64 * 32, wide_count = 3;
+      st("BATCH_COUNT", a.cublasLtMatrixLayoutSetAttribute(layout, lt::kLayoutBatchCount, &count, sizeof count), lt::kSuccess);
+      st("STRIDED_BATCH_OFFSET",
+         a.cublasLtMatrixLayoutSetAttribute(layout, lt::kLayoutStridedBatchOffset, &stride, sizeof stride), lt::kSuccess);
+      st("BATCH_COUNT as int64",
+         a.cublasLtMatrixLayoutSetAttribute(layout, lt::kLayoutBatchCount, &wide_count, sizeof wide_count), 7);
+      st("MatrixLayoutDestroy", a.cublasLtMatrixLayoutDestroy(layout), lt::kSuccess);
+    }
     st("PreferenceCreate", a.cublasLtMatmulPreferenceCreate(&pref), lt::kSuccess);
     if (pref) {
       const std::uint64_t ws = 32u << 20;

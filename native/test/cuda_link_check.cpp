@@ -37,6 +37,8 @@ static void use_all() {
   GM_USE(argmax_rows<T>);
   GM_USE(scan_forward<T>);
   GM_USE(scan_backward<T>);
+  GM_USE(ssd_scan_forward<T>);
+  GM_USE(ssd_scan_backward<T>);
   GM_USE(cross_entropy_forward_backward<T>);
   GM_USE(adamw_update<T>);
   GM_USE(sum_squares<T>);
@@ -49,6 +51,7 @@ int main() {
   GM_USE(clip_scale);
   GM_USE(neg_exp_forward);
   GM_USE(neg_exp_backward);
+  GM_USE(ssd_scratch_floats);
   std::printf("linked\n");
   return 0;
 }

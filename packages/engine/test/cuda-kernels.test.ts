@@ -5,7 +5,8 @@
 //    on a GPU);
 // 2. where nvcc exists (PATH or /usr/local/cuda/bin), every native/cuda/*.cu compiles for sm_80 and
 //    sm_90 with warnings as errors (one nvcc call per file, in sequence), and the objects link with
-//    native/test/cuda_link_check.cpp, which takes the address of every launcher in kernels.h;
+//    native/test/cuda_link_check.cpp, which takes the address of every launcher in kernels.h (and the
+//    device layer, which ssd.cu's batched GEMMs call);
 //    native/cuda/gpu_model.cpp (host code that sees only kernels.h and device.h) compiles with nvcc too;
 // 3. native/build/gm_gpu_model_emul runs the GPU model (native/cuda/gpu_model.cpp) on the emulated
 //    backend (every launcher driving the kernel bodies on the CPU) against the CPU engine's Model.
@@ -68,6 +69,17 @@ describe("CUDA kernel bodies emulated on the CPU vs the CPU ops", () => {
     expect(scan.some((x) => /_N64_/.test(x.case!))).toBe(true);
   });
 
+  it("the SSD scan (ssd.cu): Mamba-2 shapes, every output, fp32 within 1e-5 and bf16 within 1e-2 of the CPU op, a short last chunk and N = 64", () => {
+    const ssd = checks.filter((x) => x.kernel!.startsWith("ssd_scan_"));
+    for (const dt of ["f32", "bf16"]) {
+      const outs = new Set(ssd.filter((x) => x.dtype === dt).map((x) => x.output));
+      expect([...outs].sort(), dt).toEqual(["dA", "dB_dC", "dD", "ddt", "dx", "states", "y"]);
+    }
+    expect(ssd.some((x) => /_T11_.*_Q4$/.test(x.case!))).toBe(true);
+    expect(ssd.some((x) => /_T16_.*_Q8$/.test(x.case!))).toBe(true);
+    expect(ssd.some((x) => /_N64_/.test(x.case!))).toBe(true);
+  });
+
   it("padded rows: conv1d with lengths (one empty row) and the reversal", () => {
     expect(checks.some((x) => x.kernel === "conv1d_backward" && x.case!.startsWith("fused_silu_mask"))).toBe(true);
     expect(checks.some((x) => x.kernel === "reverse_backward" && x.case!.includes("len7_4_0"))).toBe(true);
@@ -126,24 +138,38 @@ describe("the GPU model (native/cuda/gpu_model.cpp) on the emulated backend vs t
 
   it("determinism: the same batch twice (two models, one model twice) gives bitwise equal loss, gradients and AdamW parameters, fp32 and bf16, both mixers", () => {
     const d = checks.filter((x) => x.check === "determinism");
-    expect(d.map((x) => `${x.mode}/${x.dtype}`).sort()).toEqual(["gate/bf16", "gate/f32", "mamba1_gate/bf16", "mamba1_gate/f32"]);
+    expect(d.map((x) => `${x.mode}/${x.dtype}`).sort()).toEqual(["gate/bf16", "gate/f32", "mamba1_gate/bf16", "mamba1_gate/f32", "ssd_gate/bf16", "ssd_gate/f32"]);
     for (const x of d) expect(x.tol).toBe(0);
   });
 
   it("resume across CPU <-> GPU: weights and AdamW moments after 2 steps on one side, a 3rd step on both, the same parameters within 1e-5 (both directions, both mixers)", () => {
     const r = checks.filter((x) => x.check === "resume");
-    expect(r.map((x) => `${x.mode}/${x.output}`).sort()).toEqual(["gate/cpu_2_steps_then_both", "gate/gpu_2_steps_then_both", "mamba1_gate/cpu_2_steps_then_both", "mamba1_gate/gpu_2_steps_then_both"]);
+    expect(r.map((x) => `${x.mode}/${x.output}`).sort()).toEqual(["gate/cpu_2_steps_then_both", "gate/gpu_2_steps_then_both", "mamba1_gate/cpu_2_steps_then_both", "mamba1_gate/gpu_2_steps_then_both", "ssd_gate/cpu_2_steps_then_both", "ssd_gate/gpu_2_steps_then_both"]);
     for (const x of r) expect(x.tol).toBe(1e-5);
   });
 
   it("memory: activation_bytes() equals what forward + backward allocate, and 24l-512d bf16 at L 2048 x 24 cells fits an 80 GB GPU", () => {
     const mem = checks.filter((x) => x.check === "memory");
-    expect(mem.length).toBe(2 * 2 * 3);
+    expect(mem.length).toBe(3 * 2 * 3);  // Mamba-2, Mamba-1 and Mamba-2 with the SSD scan
     for (const x of mem) expect(x.tol).toBe(0);
-    const plan = rows.find((x) => (x as Record<string, unknown>).memory_plan) as Record<string, number> | undefined;
-    expect(plan?.total_gib).toBeGreaterThan(10);
-    expect(plan?.total_gib).toBeLessThan(67);
-    expect(checks.find((x) => x.check === "memory_plan")?.ok).toBe(true);
+    const plans = rows.filter((x) => (x as Record<string, unknown>).memory_plan) as unknown as Record<string, number>[];
+    expect(plans.length).toBe(2);  // the recurrent and the SSD scan
+    for (const plan of plans) {
+      expect(plan.total_gib).toBeGreaterThan(10);
+      expect(plan.total_gib).toBeLessThan(67);
+    }
+    expect(checks.filter((x) => x.check === "memory_plan" && x.ok).length).toBe(2);
+  });
+
+  it("the SSD scan in the model: fp32 loss and every gradient within 1e-4 of the CPU Model (gate, concat, unidirectional), bf16, data parallel", () => {
+    for (const m of ["ssd_gate", "ssd_concat", "ssd_unidirectional"]) {
+      const f = checks.filter((x) => x.mode === m && x.dtype === "f32");
+      for (const c of ["hidden", "logits", "loss", "grad_norm"]) expect(f.find((x) => x.check === c)?.tol, `${m} ${c}`).toBe(1e-4);
+      expect(f.filter((x) => x.check === "grad").length, m).toBe(1 + 2 * 8 + (m === "ssd_unidirectional" ? 0 : 2) + 3);
+    }
+    expect(checks.find((x) => x.check === "adamw_2_steps" && x.mode === "ssd_gate" && x.dtype === "f32")?.tol).toBe(1e-5);
+    expect(checks.some((x) => x.mode === "ssd_gate" && x.dtype === "bf16" && x.check === "grad")).toBe(true);
+    expect(checks.filter((x) => x.check === "data_parallel" && x.mode === "ssd_gate_rank1_empty").length).toBe(5);
   });
 });
 
@@ -188,7 +214,9 @@ describe.skipIf(!nvcc)(`nvcc compile check of native/cuda/*.cu${nvcc ? ` (${nvcc
   it.skipIf(!cudart)(`every launcher of kernels.h links${cudart ? "" : " (skipped: no libcudart_static.a in the folders nvcc links from)"}`, () => {
     expect(objects.length, "every .cu compiled").toBe(sources.length);
     const t0 = Date.now();
-    const r = spawnSync(nvcc!, ["-std=c++17", path.join(repoRoot, "native/test/cuda_link_check.cpp"), ...objects, "-o", path.join(out, "link_check")], { encoding: "utf8" });
+    // ssd.cu's batched products go through the device layer: it links in too (no cuBLAS needed to link).
+    const deviceLayer = ["device_cuda.cpp", "dynlib.cpp"].map((f) => path.join(cudaDir, f));
+    const r = spawnSync(nvcc!, ["-std=c++17", path.join(repoRoot, "native/test/cuda_link_check.cpp"), ...objects, ...deviceLayer, "-ldl", "-o", path.join(out, "link_check")], { encoding: "utf8" });
     times["(link)"] = (Date.now() - t0) / 1000;
     expect(r.status, `${r.stdout}${r.stderr}`).toBe(0);
     const total = Object.values(times).reduce((a, b) => a + b, 0);
