@@ -65,6 +65,16 @@ describe.skipIf(!fs.existsSync(EMUL))("gm pretrain --gpus on the emulated GPU ba
     expect(header(out)).toEqual(header(cpuRef));
   });
 
+  it("GM_GPU_SCAN=ssd (Mamba-2's chunked SSD scan) --precision fp32 follows the CPU run within 1e-4; a bad value is one error line", () => {
+    const out = path.join(root, "gpu1-ssd");
+    const r = run(["--out", out, "--gpus", "1", "--precision", "fp32"], { ...emu, GM_GPU_SCAN: "ssd" });
+    expect(r.code, r.stderr).toBe(0);
+    expect(relDiff(losses(out), losses(cpuRef))).toBeLessThan(1e-4);
+    const bad = run(["--out", path.join(root, "gpu1-badscan"), "--gpus", "1"], { ...emu, GM_GPU_SCAN: "fast" });
+    expect(bad.code).toBe(2);
+    expect(errorLines(bad.stderr).join("\n")).toMatch(/GM_GPU_SCAN must be 'recurrent' or 'ssd'/);
+  });
+
   it("bf16 (the default) trains within 2e-2 of the fp32 CPU losses", () => {
     const out = path.join(root, "gpu-bf16");
     const r = run(["--out", out, "--gpus", "1"], emu);

@@ -7,6 +7,8 @@
 //   forward : x, dt, B, C read, y written (storage type T), chunk-start states written (fp32)
 //   backward: x, dt, B, C, dy read and dx, ddt, dB, dC written (T), the states read (fp32); the
 //             partial buffers of dB/dC/d(dt) and their reduction come on top and are not counted.
+// Kernels: scan_mamba2 / scan_mamba1 (scan.cu, the recurrence) and ssd_mamba2 (ssd.cu, the chunked
+// SSD form of the same Mamba-2 scan, batched tensor-core GEMMs).
 // Shape: GM_BENCH_D_INNER / GM_BENCH_HEADDIM / GM_BENCH_D_STATE / GM_BENCH_CHUNK, by default the
 // reference layer (24l-512d: Mamba-2 with 16 heads x 64 channels, N 64, chunk 64; Mamba-1 with 1024
 // channels, N 16), over 2 x GM_BENCH_BATCH mixer rows (both directions) of GM_BENCH_LENGTH steps.
@@ -28,7 +30,7 @@ static long env_int(const char* name, long def) {
 }
 
 template <typename T>
-static void run_case(const char* name, i64 R, i64 L, i64 H, i64 P, i64 N, i64 Q, int reps, double peak_gbs) {
+static void run_case(const char* name, i64 R, i64 L, i64 H, i64 P, i64 N, i64 Q, int reps, double peak_gbs, bool ssd = false) {
   const i64 HP = H * P;
   const bool per_lane = P == 1;
   // Mamba-2's layout: x, B, C are columns of the conv output [x | B | C]; Mamba-1: x_proj's [.. | B | C]
@@ -48,7 +50,8 @@ static void run_case(const char* name, i64 R, i64 L, i64 H, i64 P, i64 N, i64 Q,
   auto* D = static_cast<float*>(device::alloc((std::size_t)H * 4));
   auto* dD = static_cast<float*>(device::alloc((std::size_t)H * 4));
   auto* states = static_cast<float*>(device::alloc((std::size_t)s.states_size() * 4));
-  auto* scratch = static_cast<float*>(device::alloc((std::size_t)scan_backward_scratch(s).total() * 4));
+  const i64 scratch_floats = ssd ? ssd_scratch_floats(s, (i64)sizeof(T)) : scan_backward_scratch(s).total();
+  auto* scratch = static_cast<float*>(device::alloc((std::size_t)scratch_floats * 4));
   // Plausible values: small inputs, dt ~ 0.05, A = -1 (decay e^-0.05 per step), so nothing overflows.
   auto fill = [&](void* p, DType t, i64 n, float v) {
     std::vector<float> h((std::size_t)n);
@@ -81,10 +84,14 @@ static void run_case(const char* name, i64 R, i64 L, i64 H, i64 P, i64 N, i64 Q,
     }
     return best;
   };
-  const double fwd = time([&] { scan_forward(y, states, xbc, dt, A, Bp, Cp, D, s, nullptr); });
+  const double fwd = time([&] {
+    if (ssd) ssd_scan_forward(y, states, xbc, dt, A, Bp, Cp, D, s, scratch, nullptr);
+    else scan_forward(y, states, xbc, dt, A, Bp, Cp, D, s, nullptr);
+  });
   const double bwd = time([&] {
     device::memset_zero(dxbc, (std::size_t)(R * L * ldx) * tb, nullptr);
-    scan_backward(dxbc, ddt, dA, dB, dC, dD, dy, states, xbc, dt, A, Bp, Cp, D, s, scratch, nullptr);
+    if (ssd) ssd_scan_backward(dxbc, ddt, dA, dB, dC, dD, dy, states, xbc, dt, A, Bp, Cp, D, s, scratch, nullptr);
+    else scan_backward(dxbc, ddt, dA, dB, dC, dD, dy, states, xbc, dt, A, Bp, Cp, D, s, scratch, nullptr);
   });
   const double io = (double)(R * L) * (double)(HP + H + 2 * N + HP) * (double)tb;  // x, dt, B, C in; y out
   const double st = (double)s.states_size() * 4.0;
@@ -115,6 +122,10 @@ int main() {
     const int reps = (int)env_int("GM_BENCH_REPS", 5);
     run_case<bf16>("scan_mamba2", 2 * B, L, E / P, P, N, Q, reps, p.mem_bandwidth_gbs);
     run_case<float>("scan_mamba2", 2 * B, L, E / P, P, N, Q, reps, p.mem_bandwidth_gbs);
+    // the chunked SSD form of the same Mamba-2 scan (ssd.cu), side by side: min_bytes stay the
+    // scan's own, so the GB/s compare the two at the same work
+    run_case<bf16>("ssd_mamba2", 2 * B, L, E / P, P, N, Q, reps, p.mem_bandwidth_gbs, true);
+    run_case<float>("ssd_mamba2", 2 * B, L, E / P, P, N, Q, reps, p.mem_bandwidth_gbs, true);
     run_case<bf16>("scan_mamba1", 2 * B, L, E, 1, 16, Q, reps, p.mem_bandwidth_gbs);
   } catch (const std::exception& e) {
     std::printf("{\"error\":\"%s\"}\n", e.what());

@@ -146,6 +146,7 @@ static int run(bool plan_only) {
   const int steps = (int)env_int("GM_BENCH_STEPS", 10), warmup = (int)env_int("GM_BENCH_WARMUP", 2);
   const std::string dtype = env_str("GM_BENCH_DTYPE", "bf16");
   if (dtype != "bf16" && dtype != "float32") throw std::invalid_argument("GM_BENCH_DTYPE must be bf16 or float32, got \"" + dtype + "\"");
+  const bool ssd_scan = gm::ssd_scan_from_env();
 
   if (dev::device_count() == 0) {
     std::printf("{\"error\":\"no CUDA GPU visible: gm_gpu_train_bench needs one (gm_gpu_train_bench_emul runs it emulated)\"}\n");
@@ -158,7 +159,7 @@ static int run(bool plan_only) {
 
   gm::GpuOptions o;
   o.bf16 = dtype == "bf16";
-  o.ssd_scan = gm::ssd_scan_from_env();
+  o.ssd_scan = ssd_scan;
   gm::GpuBackend m(c, o);
   const char* scan = mixer == "mamba2" && o.ssd_scan ? "ssd" : "recurrent";
   const Batch batch = make_batch(B, L, genes, (std::int32_t)genes);

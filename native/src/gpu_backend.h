@@ -50,7 +50,7 @@ inline bool ssd_scan_from_env() {
   const char* v = std::getenv("GM_GPU_SCAN");
   if (!v || !*v || std::string(v) == "recurrent") return false;
   if (std::string(v) == "ssd") return true;
-  throw std::invalid_argument(std::string("GM_GPU_SCAN must be \"recurrent\" or \"ssd\", got \"") + v + "\"");
+  throw std::invalid_argument(std::string("GM_GPU_SCAN must be 'recurrent' or 'ssd', got '") + v + "'");
 }
 
 class GpuBackend {

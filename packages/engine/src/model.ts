@@ -52,7 +52,7 @@ function gpuEngine(config: ModelConfig, d: GpuOptions): NativeGpuEngine {
     const why = native.buildInfo?.().cuda.reason ?? "the addon predates the CUDA backend; rebuild with npm run setup";
     throw new GmError(`this gm build has no CUDA backend (${why}); see gm doctor, or train on CPU`, ExitCode.usage);
   }
-  return new native.GpuEngine(config, { device: d.device ?? 0, dtype: d.dtype ?? "bf16" });
+  return new native.GpuEngine(config, { device: d.device ?? 0, dtype: d.dtype ?? "bf16", ...(d.scan ? { scan: d.scan } : {}) });
 }
 
 export const IGNORE_INDEX = -100;

@@ -49,6 +49,9 @@ export interface GpuOptions {
   device?: number;
   /** bf16 activations and parameter copy with fp32 master weights (default), or fp32 throughout. */
   dtype?: "bf16" | "float32";
+  /** Mamba-2's scan kernels: the recurrence, or the chunked SSD form on tensor cores (docs/gpu.md).
+   *  Default: $GM_GPU_SCAN, else "recurrent". */
+  scan?: "recurrent" | "ssd";
 }
 
 export interface NativeHead {

@@ -62,8 +62,36 @@ describe("gm_gpu_train_bench (emulated build)", () => {
     expect((plan.activation_bytes as number) / 2 ** 30).toBeCloseTo(36.56, 2);
   });
 
+  it("GM_GPU_SCAN=ssd: the same step with Mamba-2's chunked SSD scan; same FLOPs, its own memory plan, the loss falls", () => {
+    for (const dtype of ["bf16", "float32"]) {
+      const rec = bench({ ...TINY, GM_BENCH_DTYPE: dtype });
+      const ssd = bench({ ...TINY, GM_BENCH_DTYPE: dtype, GM_GPU_SCAN: "ssd" });
+      expect(ssd.status, JSON.stringify(ssd.lines)).toBe(0);
+      expect(rec.plan.scan).toBe("recurrent");
+      expect(ssd.plan.scan).toBe("ssd");
+      expect(ssd.plan.flops_per_step).toBe(rec.plan.flops_per_step);
+      expect(ssd.result!.peak_allocated_bytes).toBe((ssd.plan.param_bytes as number) + (ssd.plan.activation_bytes as number));
+      expect(ssd.result!.loss_last as number).toBeLessThan(ssd.result!.loss_first as number);
+      // the same model and batch: the first loss agrees with the recurrent scan's
+      expect(Math.abs((ssd.result!.loss_first as number) - (rec.result!.loss_first as number))).toBeLessThan(dtype === "bf16" ? 2e-2 : 1e-4);
+    }
+  });
+
+  it("gm_gpu_scan_bench (emulated build): the recurrent and the SSD Mamba-2 scans side by side, every pass and type", () => {
+    const bin = path.join(repoRoot, "native/build/gm_gpu_scan_bench_emul");
+    const env = { GM_BENCH_BATCH: "1", GM_BENCH_LENGTH: "40", GM_BENCH_D_INNER: "32", GM_BENCH_HEADDIM: "16", GM_BENCH_D_STATE: "16", GM_BENCH_CHUNK: "16", GM_BENCH_REPS: "1" };
+    const r = spawnSync(bin, [], { encoding: "utf8", env: { ...process.env, ...env }, timeout: 60_000 });
+    expect(r.status, `${r.stdout}${r.stderr}`).toBe(0);
+    const lines = r.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines[0].device).toMatch(/^emulated/);
+    const cases = lines.filter((l) => l.kernel).map((l) => `${l.kernel}/${l.dtype}/${l.pass}`);
+    for (const k of ["scan_mamba2", "ssd_mamba2"])
+      for (const dt of ["bf16", "f32"]) for (const pass of ["forward", "backward"]) expect(cases).toContain(`${k}/${dt}/${pass}`);
+    expect(cases).toContain("scan_mamba1/bf16/backward");
+  });
+
   it("refuses a bad setting with one error line and exit 1", () => {
-    for (const [k, v, msg] of [["GM_BENCH_DTYPE", "fp16", "GM_BENCH_DTYPE must be bf16 or float32"], ["GM_BENCH_BATCH", "0", "GM_BENCH_BATCH must be a positive integer"], ["GM_BENCH_MIXER", "rnn", "GM_BENCH_MIXER must be"]]) {
+    for (const [k, v, msg] of [["GM_BENCH_DTYPE", "fp16", "GM_BENCH_DTYPE must be bf16 or float32"], ["GM_BENCH_BATCH", "0", "GM_BENCH_BATCH must be a positive integer"], ["GM_BENCH_MIXER", "rnn", "GM_BENCH_MIXER must be"], ["GM_GPU_SCAN", "fast", "GM_GPU_SCAN must be 'recurrent' or 'ssd'"]]) {
       const { status, lines } = bench({ ...TINY, [k]: v });
       expect(status).toBe(1);
       expect(lines).toHaveLength(1);

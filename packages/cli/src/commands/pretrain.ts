@@ -106,6 +106,8 @@ export async function run(o: Record<string, unknown>, _args: string[], log: Logg
   const precision = (o.precision as string | undefined) ?? "bf16";
   if (!["bf16", "fp32"].includes(precision)) throw usageError(`--precision must be bf16 or fp32 (got ${precision})`);
   if (topology.device === "cuda") {
+    const scan = process.env.GM_GPU_SCAN;
+    if (scan && scan !== "recurrent" && scan !== "ssd") throw usageError(`GM_GPU_SCAN must be 'recurrent' or 'ssd' (got '${scan}'): Mamba-2's scan kernels on the GPU, see docs/gpu.md`);
     const native = loadNative();
     assertRunnable(topology, { backend: native.gpuBackend, count: native.gpuCount?.() ?? 0, reason: native.buildInfo?.().cuda.reason });
   } else assertRunnable(topology);
