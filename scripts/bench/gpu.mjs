@@ -11,7 +11,7 @@
 // Environment: GM_BENCH_MODEL (configs/models name, default genemamba-24l-512d; "tiny" = a 2-layer
 // d 32 model for smoke tests), GM_BENCH_LENGTH (2048), GM_BENCH_BATCH (24), GM_BENCH_STEPS (10, after
 // 2 warm-up steps), GM_BENCH_DTYPE (bf16 | float32), GM_BENCH_PEER=0 skips PyTorch + mamba_ssm,
-// GM_BENCH_PYTHON (python3), GM_BENCH_SCAN_BIN (native/build/gm_gpu_scan_bench), GM_BENCH_RECORD=1;
+// GM_BENCH_PYTHON (python3), GM_BENCH_SCAN_BIN (native/build/gm_gpu_scan_bench), GM_BENCH_RECORD=1; GM_GPU_SCAN=ssd trains with (and reports the bandwidth of) the chunked SSD scan;
 // GM_GPU_EMULATION=1 runs the whole path on the emulated backend (the CUDA kernels' bodies on the
 // CPU: a test of the script, not a measurement).
 import { spawnSync } from "node:child_process";
@@ -36,7 +36,7 @@ const dtype = env.GM_BENCH_DTYPE ?? "bf16";
 if (dtype !== "bf16" && dtype !== "float32") fail(`GM_BENCH_DTYPE must be bf16 or float32, got ${JSON.stringify(dtype)}`);
 const record = env.GM_BENCH_RECORD === "1";
 // The command as run, with the settings that were given (for the record).
-const command = [...Object.keys(env).filter((k) => k.startsWith("GM_BENCH_") || k === "GM_GPU_EMULATION").sort().map((k) => `${k}=${env[k]}`), "npm run bench:gpu"].join(" ");
+const command = [...Object.keys(env).filter((k) => k.startsWith("GM_BENCH_") || k === "GM_GPU_EMULATION" || k === "GM_GPU_SCAN").sort().map((k) => `${k}=${env[k]}`), "npm run bench:gpu"].join(" ");
 
 function int(name, dflt) {
   if (env[name] === undefined || env[name] === "") return dflt;
@@ -186,6 +186,7 @@ const memory = model.gpuMemory(B, L);
 // ---------------------------------------------------------------- the scan kernel's bandwidth
 // JS sees whole passes only; the scan's share of them cannot be separated here. A native
 // micro-benchmark, when built, times the kernel alone; its JSON lines pass through unchanged.
+const scanKind = env.GM_GPU_SCAN === "ssd" ? "ssd" : "recurrent";
 const scanBench = env.GM_BENCH_SCAN_BIN ?? path.join(root, "native", "build", "gm_gpu_scan_bench");
 let scan;
 if (emulated) scan = { bandwidth_gbs: null, reason: "emulated backend: no device bandwidth to measure" };
@@ -197,8 +198,10 @@ else {
     env: { ...env, GM_BENCH_LENGTH: String(L), GM_BENCH_BATCH: String(B), GM_BENCH_DTYPE: dtype, GM_BENCH_D_STATE: String(cfg.d_state), GM_BENCH_HEADDIM: String(cfg.headdim), GM_BENCH_D_INNER: String(cfg.expand * cfg.d_model), GM_BENCH_CHUNK: String(cfg.chunk_size) },
   });
   const lines = (r.stdout ?? "").split("\n").filter((l) => l.trim().startsWith("{")).map((l) => { try { return JSON.parse(l); } catch { return { unparsed: l }; } });
-  // native/bench/gpu_scan_bench.cpp: one line per (kernel, pass, dtype); the Mamba-2 forward in this run's dtype.
-  const hit = lines.find((j) => j.kernel === "scan_mamba2" && j.pass === "forward" && j.dtype === (dtype === "bf16" ? "bf16" : "f32"));
+  // native/bench/gpu_scan_bench.cpp: one line per (kernel, pass, dtype); the Mamba-2 forward in this
+  // run's dtype, of the scan this run trains with (GM_GPU_SCAN: the recurrence, or the SSD form).
+  const kernel = scanKind === "ssd" ? "ssd_mamba2" : "scan_mamba2";
+  const hit = lines.find((j) => j.kernel === kernel && j.pass === "forward" && j.dtype === (dtype === "bf16" ? "bf16" : "f32"));
   const gbs = typeof hit?.gbs === "number" ? hit.gbs : null;
   scan = r.status === 0 && lines.length
     ? { bandwidth_gbs: gbs, fraction_of_device: gbs && device?.bandwidth_gbs ? gbs / device.bandwidth_gbs : null, lines }
@@ -277,7 +280,7 @@ const result = {
   tflops,
   mfu,
   memory_bytes: memory ?? null,
-  scan,
+  scan: { kind: scanKind, ...scan },
   paper,
   peer: peerResult ?? null,
   ...(peerResult ? {} : { peer_reason: peerReason }),
@@ -292,7 +295,7 @@ if (record) {
   console.log(`
 | GPU | model | L | batch | dtype | train step s/sample | tokens/s | TFLOP/s | MFU | fwd+bwd s/sample | vs paper 0.1284 (A100) | PyTorch + mamba_ssm s/sample | gm speed-up | scan GB/s |
 |---|---|---|---|---|---|---|---|---|---|---|---|---|---|
-| ${gpuCell} | ${modelName} | ${L} | ${B} | ${dtype} | ${fmt(train.seconds_per_sample)} | ${Math.round((B * L) / train.seconds)} | ${fmt(tflops, 3)} | ${pct(mfu)} | ${fmt(fb.seconds_per_sample)} | ${paper ? `${fmt(paper.speedup, 3)}x` : "n/a"} | ${peerResult ? `${fmt(peerResult.seconds_per_sample)} (batch ${peerResult.batch})` : "n/a"} | ${speedup === null ? "n/a" : `${fmt(speedup, 3)}x`} | ${scan.bandwidth_gbs === null ? "n/a" : fmt(scan.bandwidth_gbs)} |
+| ${gpuCell} | ${modelName} | ${L} | ${B} | ${dtype}${scanKind === "ssd" ? " (SSD scan)" : ""} | ${fmt(train.seconds_per_sample)} | ${Math.round((B * L) / train.seconds)} | ${fmt(tflops, 3)} | ${pct(mfu)} | ${fmt(fb.seconds_per_sample)} | ${paper ? `${fmt(paper.speedup, 3)}x` : "n/a"} | ${peerResult ? `${fmt(peerResult.seconds_per_sample)} (batch ${peerResult.batch})` : "n/a"} | ${speedup === null ? "n/a" : `${fmt(speedup, 3)}x`} | ${scan.bandwidth_gbs === null ? "n/a" : fmt(scan.bandwidth_gbs)} |
 
 Measured ${new Date().toISOString().slice(0, 10)} with \`${command}\`${emulated ? `; ${EMULATED_LABEL}` : ""}.${paper && !isA100 ? ` The paper's figure is on an A100, this row on ${device?.name}.` : ""}${peerResult ? "" : ` PyTorch + mamba_ssm: not available (${peerReason}).`}${scan.bandwidth_gbs === null ? ` Scan bandwidth: ${scan.reason}.` : ""}
 `);

@@ -6,15 +6,16 @@
 #      the check programs below and the CPU emulation gm_gpu_model_emul, into native/build-gpu;
 #   2. gm_cuda_host_check: the device, the caching allocator, bf16 upload/download, cuBLASLt GEMMs
 #      (every transpose and type combination) against a host loop, NCCL loading;
-#   3. gm_cuda_kernel_check: every launcher of kernels.h against the CPU ops (232 checks: fp32 within
+#   3. gm_cuda_kernel_check: every launcher of kernels.h against the CPU ops (274 checks, 42 of them the SSD scan: fp32 within
 #      1e-4, bf16 within 1e-2), the same program the emulation runs as gm_cuda_emul;
 #   4. gm_gpu_model_check: the GPU model against the CPU Model on the same fixtures (tensor table,
 #      hidden states, logits, loss, every gradient, two AdamW steps; fp32 within 1e-4, bf16 within the
 #      stated tolerances), determinism, both mixers and every combine mode, 2 ranks x 2 rows = 1 x 4
 #      on one GPU (two models sharing it), and with 2+ GPUs and NCCL: R GPUs x 2 rows = 1 x 2R rows
 #      through NcclComm and a stalled rank failing the others within the timeout;
-#   5. gm_gpu_scan_bench: the scan kernels' GB/s against the device's peak;
-#   6. gm_gpu_train_bench, bf16 and fp32: bench:gpu's measurement without Node (genemamba-24l-512d,
+#   5. gm_gpu_scan_bench: the scan kernels' GB/s against the device's peak, the recurrent Mamba-2
+#      scan beside the chunked SSD form (ssd.cu);
+#   6. gm_gpu_train_bench, bf16 (recurrent scan, then GM_GPU_SCAN=ssd) and fp32: bench:gpu's measurement without Node (genemamba-24l-512d,
 #      L 2048, batch 24: s/sample, tokens/s, TFLOP/s, MFU, the allocator's peak), for machines that
 #      have no node_modules;
 #   7. with node_modules and the addon present: `npm run bench:gpu` (the same, plus PyTorch + mamba_ssm).
@@ -79,6 +80,7 @@ run kernel_check "$BUILD/gm_cuda_kernel_check"
 run gpu_model_check "$BUILD/gm_gpu_model_check"
 run gpu_scan_bench "$BUILD/gm_gpu_scan_bench"
 run train_bench_bf16 env GM_BENCH_DTYPE=bf16 "$BUILD/gm_gpu_train_bench"
+run train_bench_bf16_ssd env GM_BENCH_DTYPE=bf16 GM_GPU_SCAN=ssd "$BUILD/gm_gpu_train_bench"
 
 # The peer, in bf16 like gm's row; out of memory (exit 3): half the batch.
 PY="${GM_BENCH_PYTHON:-python3}"

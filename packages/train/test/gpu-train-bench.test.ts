@@ -102,10 +102,10 @@ describe("gm_gpu_train_bench (emulated build)", () => {
   it("scripts/gpu/compare.py turns device-check's results into the benchmarks row, the speed-up over the peer and the targets", () => {
     const py = spawnSync("python3", ["--version"]);
     if (py.error) return; // no python3: device-check runs compare.py on the GPU machine only
-    const run = (dtype: string) => spawnSync(BIN, [], { encoding: "utf8", env: { ...process.env, OMP_NUM_THREADS: "1", ...TINY, GM_BENCH_DTYPE: dtype } }).stdout;
+    const run = (dtype: string, scan = "recurrent") => spawnSync(BIN, [], { encoding: "utf8", env: { ...process.env, OMP_NUM_THREADS: "1", ...TINY, GM_BENCH_DTYPE: dtype, GM_GPU_SCAN: scan } }).stdout;
     const bf16 = run("bf16");
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "gm-compare-"));
-    fs.writeFileSync(path.join(dir, "results.txt"), `### host_check\n{"checks":8,"failures":0}\n### train_bench_bf16\n${bf16}### train_bench_fp32\n${run("float32")}`);
+    fs.writeFileSync(path.join(dir, "results.txt"), `### host_check\n{"checks":8,"failures":0}\n### train_bench_bf16\n${bf16}### train_bench_bf16_ssd\n${run("bf16", "ssd")}### train_bench_fp32\n${run("float32")}`);
     const gm = JSON.parse(bf16.split("\n").find((l) => l.includes('"result"'))!);
     const peer = { impl: "pytorch+mamba_ssm.Mamba2", torch: "t", mamba_ssm: "m", batch: 3, seconds_per_sample: 3 * gm.train_seconds_per_sample, fb_seconds_per_sample: 1.5 * gm.fb_seconds_per_sample, peak_memory_bytes: 2 ** 30, path: "unfused" };
     fs.writeFileSync(path.join(dir, "peer.json"), JSON.stringify(peer) + "\n");
@@ -113,10 +113,11 @@ describe("gm_gpu_train_bench (emulated build)", () => {
     fs.rmSync(dir, { recursive: true, force: true });
     expect(r.status, r.stderr).toBe(0);
     const rows = r.stdout.split("\n").filter((l) => l.startsWith("| emulated"));
-    expect(rows).toHaveLength(2);
-    expect(rows[0]).toContain("| bf16 | 48 | 3 |");
+    expect(rows).toHaveLength(3);
+    expect(rows[0]).toContain("| bf16 | recurrent | 48 | 3 |");
     expect(rows[0]).toContain("| 3x (1.5x fwd+bwd) |");
-    expect(rows[1]).toContain("| fp32 | 48 | 3 |");
-    expect(r.stdout).toContain("Targets: >= 2x PyTorch + mamba_ssm: met; >= 40% MFU: not measured.");
+    expect(rows[1]).toContain("| bf16 | ssd | 48 | 3 |");
+    expect(rows[2]).toContain("| fp32 | recurrent | 48 | 3 |");
+    expect(r.stdout).toMatch(/Targets \((recurrent|ssd) scan, the faster bf16 run\): >= 2x PyTorch \+ mamba_ssm: (met|NOT met); >= 40% MFU: not measured\./);
   });
 });
