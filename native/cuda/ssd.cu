@@ -12,7 +12,7 @@
 // ([rows, H, nchunks, N, P]) are the recurrent kernels' layout: either backward follows either
 // forward. C B^T is head-independent and is formed once per (row, chunk). Inputs are packed into
 // zero-padded [.., Q, .] tiles first, so a short last chunk needs no special case (dt = 0 there: no
-// decay and no input). Scratch: ssd_scratch_floats() (shapes.h); the largest buffers are
+// decay and no input). Scratch: ssd_scratch_floats() (kernels.h); the largest buffers are
 // rows x T x H x max(P, N, Q) elements.
 //
 // This file is also compiled by g++ for the CPU emulation (test/cuda_emul_device.cpp includes it):
