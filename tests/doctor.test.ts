@@ -60,6 +60,10 @@ describe("gm doctor", () => {
     const t = gm(["doctor"]);
     expect(t.stdout).toMatch(/ {2}cuBLASLt {8}\S/);
     expect(t.stdout).toMatch(/ {2}NCCL {12}\S/);
+    // Mamba-2's GPU scan: the recurrence unless GM_GPU_SCAN says otherwise
+    expect(JSON.parse(r.stdout).backends.cuda.scan).toBe("recurrent");
+    expect(t.stdout).toMatch(/ {2}mamba-2 scan {4}recurrent \(GM_GPU_SCAN=recurrent\|ssd/);
+    expect(JSON.parse(gm(["doctor", "--json"], { env: { GM_GPU_SCAN: "ssd" } }).stdout).backends.cuda.scan).toBe("ssd");
   });
 
   it("prints a readable report", () => {

@@ -20,7 +20,7 @@ export interface DoctorReport {
   addon: { path: string; present: boolean; loaded: boolean; error?: string };
   /** From the loaded addon, else native/build/build-info.json; null when neither exists. */
   build: (NativeBuildInfo & { source: "addon" | "build-info.json" }) | null;
-  backends: { cpu: { built: boolean; reason: string }; cuda: { built: boolean; reason: string } };
+  backends: { cpu: { built: boolean; reason: string }; cuda: { built: boolean; reason: string; scan?: string } };
   threads: { openmp: number | null; cpus: number; gmThreads: string | null };
   onnxruntime: { present: boolean; binary: string | null; cudaProvider: boolean; reason?: string };
   gpu: { available: boolean; devices: { name: string; memory: string; driver: string }[]; reason?: string };
@@ -55,7 +55,9 @@ function addonInfo(r: DoctorReport): void {
   }
   const cpuBuilt = r.addon.loaded || (r.addon.present && !!r.build?.cpu);
   r.backends.cpu = { built: cpuBuilt, reason: cpuBuilt ? `OpenMP + OpenBLAS (${r.build?.blas ?? "unknown variant"})` : (r.addon.error ?? "the addon did not load") };
-  if (r.build?.cuda) r.backends.cuda = { built: r.build.cuda.built, reason: r.build.cuda.reason };
+  // Mamba-2's GPU scan the GPU engine will use (GM_GPU_SCAN, docs/gpu.md); gm pretrain refuses other values.
+  const scan = process.env.GM_GPU_SCAN || "recurrent";
+  if (r.build?.cuda) r.backends.cuda = { built: r.build.cuda.built, reason: r.build.cuda.reason, ...(r.build.cuda.built ? { scan } : {}) };
   else r.backends.cuda = { built: false, reason: r.addon.present ? "this addon predates build info; rebuild it with `npm run setup`" : "the native addon is not built" };
 }
 
@@ -136,6 +138,7 @@ function text(r: DoctorReport): string {
     `  cpu backend     ${yes(r.backends.cpu.built)}: ${r.backends.cpu.reason}`,
     `  cuda backend    ${yes(r.backends.cuda.built)}: ${r.backends.cuda.reason}`,
   ];
+  if (r.backends.cuda.scan) lines.push(`  mamba-2 scan    ${r.backends.cuda.scan} (GM_GPU_SCAN=recurrent|ssd: the recurrence, or the chunked SSD form on tensor cores)`);
   if (r.build?.cuda?.toolkit) lines.push(`  cuda toolkit    ${r.build.cuda.toolkit} (nvcc ${r.build.cuda.version ?? "?"}; archs ${r.build.cuda.archs.join(", ")})`);
   const rt = r.cudaRuntime;
   if (rt) {
