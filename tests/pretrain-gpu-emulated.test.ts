@@ -70,6 +70,7 @@ describe.skipIf(!fs.existsSync(EMUL))("gm pretrain --gpus on the emulated GPU ba
     const r = run(["--out", out, "--gpus", "1", "--precision", "fp32"], { ...emu, GM_GPU_SCAN: "ssd" });
     expect(r.code, r.stderr).toBe(0);
     expect(relDiff(losses(out), losses(cpuRef))).toBeLessThan(1e-4);
+    expect(r.stderr).toMatch(/mamba2_scan.{0,6}ssd/);
     const bad = run(["--out", path.join(root, "gpu1-badscan"), "--gpus", "1"], { ...emu, GM_GPU_SCAN: "fast" });
     expect(bad.code).toBe(2);
     expect(errorLines(bad.stderr).join("\n")).toMatch(/GM_GPU_SCAN must be 'recurrent' or 'ssd'/);

@@ -391,7 +391,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
     const mem = replicas[0].gpuMemory(micro, cfg.data.max_length)!;
     const dev = gpuRuntimeReport()?.devices[gpu.ordinal];
     assertFitsGpu(mem, dev?.memory_gib, { micro, length: cfg.data.max_length, ordinal: gpu.ordinal, name: dev?.name });
-    log.info({ gpu: gpu.ordinal, dtype: gpu.dtype ?? "bf16", params_gib: +(mem.params / 2 ** 30).toFixed(2), activations_gib: +(mem.activations / 2 ** 30).toFixed(2), gradients: nccl ? "NCCL, per layer, overlapped" : worldSize > 1 ? "host (TCP)" : "single rank" }, "GPU memory for a full-length micro-batch");
+    log.info({ gpu: gpu.ordinal, dtype: gpu.dtype ?? "bf16", mamba2_scan: process.env.GM_GPU_SCAN || "recurrent", params_gib: +(mem.params / 2 ** 30).toFixed(2), activations_gib: +(mem.activations / 2 ** 30).toFixed(2), gradients: nccl ? "NCCL, per layer, overlapped" : worldSize > 1 ? "host (TCP)" : "single rank" }, "GPU memory for a full-length micro-batch");
   }
   log.info(
     {
