@@ -50,8 +50,7 @@ static void run_case(const char* name, i64 R, i64 L, i64 H, i64 P, i64 N, i64 Q,
   auto* D = static_cast<float*>(device::alloc((std::size_t)H * 4));
   auto* dD = static_cast<float*>(device::alloc((std::size_t)H * 4));
   auto* states = static_cast<float*>(device::alloc((std::size_t)s.states_size() * 4));
-  const i64 scratch_floats = ssd ? ssd_scratch_floats(s, (i64)sizeof(T)) : scan_backward_scratch(s).total();
-  auto* scratch = static_cast<float*>(device::alloc((std::size_t)scratch_floats * 4));
+  auto* scratch = static_cast<float*>(device::alloc((std::size_t)scan_scratch_floats(s, ssd, (i64)sizeof(T)) * 4));
   // Plausible values: small inputs, dt ~ 0.05, A = -1 (decay e^-0.05 per step), so nothing overflows.
   auto fill = [&](void* p, DType t, i64 n, float v) {
     std::vector<float> h((std::size_t)n);
@@ -84,14 +83,10 @@ static void run_case(const char* name, i64 R, i64 L, i64 H, i64 P, i64 N, i64 Q,
     }
     return best;
   };
-  const double fwd = time([&] {
-    if (ssd) ssd_scan_forward(y, states, xbc, dt, A, Bp, Cp, D, s, scratch, nullptr);
-    else scan_forward(y, states, xbc, dt, A, Bp, Cp, D, s, nullptr);
-  });
+  const double fwd = time([&] { scan_forward_with(ssd, y, states, xbc, dt, A, Bp, Cp, D, s, scratch, nullptr); });
   const double bwd = time([&] {
     device::memset_zero(dxbc, (std::size_t)(R * L * ldx) * tb, nullptr);
-    if (ssd) ssd_scan_backward(dxbc, ddt, dA, dB, dC, dD, dy, states, xbc, dt, A, Bp, Cp, D, s, scratch, nullptr);
-    else scan_backward(dxbc, ddt, dA, dB, dC, dD, dy, states, xbc, dt, A, Bp, Cp, D, s, scratch, nullptr);
+    scan_backward_with(ssd, dxbc, ddt, dA, dB, dC, dD, dy, states, xbc, dt, A, Bp, Cp, D, s, scratch, nullptr);
   });
   const double io = (double)(R * L) * (double)(HP + H + 2 * N + HP) * (double)tb;  // x, dt, B, C in; y out
   const double st = (double)s.states_size() * 4.0;

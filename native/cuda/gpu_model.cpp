@@ -33,7 +33,7 @@ GpuModel<T>::GpuModel(const GpuConfig& c, cudaStream_t stream) : cfg(c), s_(stre
   if (!mamba1() && (cfg.headdim < 1 || cfg.d_inner() % cfg.headdim))
     throw std::invalid_argument("gpu model: headdim must divide d_inner");
   if (mamba1() && cfg.dt_rank < 1) throw std::invalid_argument("gpu model: dt_rank must be positive for mamba1");
-  if (cfg.ssd_scan && !mamba1() && cfg.headdim < 2) throw std::invalid_argument("gpu model: the SSD scan needs headdim > 1");
+  if (ssd() && cfg.headdim < 2) throw std::invalid_argument("gpu model: the SSD scan needs headdim > 1");
   const ModelOffsets m = lay_out_tensors(cfg, !mamba1(), [this](const std::string& name, std::vector<i64> shape, bool decay) { return add_tensor(name, std::move(shape), decay); });
   layer_ = m.layers;
   emb_ = m.emb, aggr_w_ = m.aggr_w, aggr_b_ = m.aggr_b, norm_f_ = m.norm_f, head_w_ = m.head_w, head_b_ = m.head_b;
@@ -193,7 +193,7 @@ void GpuModel<T>::lay_out_buffers(i64 B, i64 L, std::vector<Acts>& acts, i64& he
   get(ones_, std::max(Mr, head_rows));
   get(colsum_, std::max({rmsnorm_backward_scratch(Mr, E), rmsnorm_backward_scratch(M, d), softplus_backward_scratch(Mr, Hd),
                          conv1d_backward_scratch(R, L, Cc, cfg.d_conv)}));
-  get(scan_scratch_, cfg.ssd_scan && !mamba1() ? ssd_scratch_floats(sd, sizeof(T)) : scan_backward_scratch(sd).total());
+  get(scan_scratch_, scan_scratch_floats(sd, ssd(), sizeof(T)));
   get(row_loss_, M);
   get(tokens_, M);
   get(targets_, M);
@@ -320,9 +320,7 @@ void GpuModel<T>::mixer_forward(i64 l) {
     silu_gate_forward(o_, a.y, a.proj + E, Dp, Mr, E, s_);
   } else {
     recompute(l);
-    if (cfg.ssd_scan)
-      ssd_scan_forward(a.y, a.states, xc_, dtv_, aexp_, xc_ + E, xc_ + E + N, F(o.D), scan_dims(), scan_scratch_, s_);
-    else scan_forward(a.y, a.states, xc_, dtv_, aexp_, xc_ + E, xc_ + E + N, F(o.D), scan_dims(), s_);
+    scan_forward_with(ssd(), a.y, a.states, xc_, dtv_, aexp_, xc_ + E, xc_ + E + N, F(o.D), scan_dims(), scan_scratch_, s_);
     gated_rmsnorm_forward(o_, a.rstd, a.y, a.proj, Dp, P(o.norm_w), Mr, E, 1e-5f, s_);
   }
   linear_forward(mixout_, d, o_, E, o.out_proj, -1, Mr, E, d, 0.f);
@@ -521,12 +519,8 @@ void GpuModel<T>::mixer_backward(i64 l) {
   gated_rmsnorm_forward(o_, (float*)nullptr, a.y, a.proj, Dp, P(o.norm_w), Mr, E, 1e-5f, s_);
   linear_backward(do_, E, o.out_proj, -1, dm_, d, o_, E, Mr, E, d, 0.f);
   gated_rmsnorm_backward(dy_, dproj_, Dp, G(o.norm_w), do_, a.y, a.proj, Dp, P(o.norm_w), a.rstd, Mr, E, colsum_, s_);
-  if (cfg.ssd_scan)
-    ssd_scan_backward(dxc_, ddt_, daexp_, dxc_ + E, dxc_ + E + N, G(o.D), dy_, a.states, xc_, dtv_, aexp_, xc_ + E,
-                      xc_ + E + N, F(o.D), sd, scan_scratch_, s_);
-  else
-    scan_backward(dxc_, ddt_, daexp_, dxc_ + E, dxc_ + E + N, G(o.D), dy_, a.states, xc_, dtv_, aexp_, xc_ + E,
-                  xc_ + E + N, F(o.D), sd, scan_scratch_, s_);
+  scan_backward_with(ssd(), dxc_, ddt_, daexp_, dxc_ + E, dxc_ + E + N, G(o.D), dy_, a.states, xc_, dtv_, aexp_,
+                     xc_ + E, xc_ + E + N, F(o.D), sd, scan_scratch_, s_);
   neg_exp_backward(G(o.A_log), daexp_, aexp_, H, s_);
   softplus_backward(dproj_ + E + Cc, Dp, G(o.dt_bias), ddt_, H, a.proj + E + Cc, Dp, P(o.dt_bias), Mr, H, colsum_, s_);
   // Through the output mask, SiLU, the conv and the input mask (fused), into in_proj's xBC columns.

@@ -197,6 +197,7 @@ class GpuModel {
   void mixer_forward(i64 l);
   void mixer_backward(i64 l);
   bool mamba1() const { return cfg.mixer == GpuMixer::Mamba1; }
+  bool ssd() const { return cfg.ssd_scan && !mamba1(); }  // the Mamba-2 scan in the SSD form
   void linear_forward(T* out, i64 ld_out, const T* inp, i64 ld_inp, i64 w, i64 b, i64 M, i64 I, i64 O,
                       float beta) const;
   void linear_backward(T* dinp, i64 ld_dinp, i64 w, i64 b, const T* dout, i64 ld_dout, const T* inp, i64 ld_inp, i64 M,

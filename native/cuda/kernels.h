@@ -132,6 +132,25 @@ void ssd_scan_backward(T* dx, T* ddt, float* dA, T* dB, T* dC, float* dD, const 
                        const T* dt, const float* A, const T* B, const T* C, const float* D, const ScanDims& s,
                        float* scratch, cudaStream_t stream);
 
+// The scan by implementation, for the callers that choose (ssd: ssd_scan_*, else scan_*): the
+// scratch both passes take, in floats, and the two passes over it.
+inline i64 scan_scratch_floats(const ScanDims& s, bool ssd, i64 storage_bytes) {
+  return ssd ? ssd_scratch_floats(s, storage_bytes) : scan_backward_scratch(s).total();
+}
+template <typename T>
+void scan_forward_with(bool ssd, T* y, float* states, const T* x, const T* dt, const float* A, const T* B, const T* C,
+                       const float* D, const ScanDims& s, float* scratch, cudaStream_t stream) {
+  if (ssd) ssd_scan_forward(y, states, x, dt, A, B, C, D, s, scratch, stream);
+  else scan_forward(y, states, x, dt, A, B, C, D, s, stream);
+}
+template <typename T>
+void scan_backward_with(bool ssd, T* dx, T* ddt, float* dA, T* dB, T* dC, float* dD, const T* dy, const float* states,
+                        const T* x, const T* dt, const float* A, const T* B, const T* C, const float* D,
+                        const ScanDims& s, float* scratch, cudaStream_t stream) {
+  if (ssd) ssd_scan_backward(dx, ddt, dA, dB, dC, dD, dy, states, x, dt, A, B, C, D, s, scratch, stream);
+  else scan_backward(dx, ddt, dA, dB, dC, dD, dy, states, x, dt, A, B, C, D, s, scratch, stream);
+}
+
 // ---- fused softmax cross-entropy (cross_entropy.cu): logits [M, V] overwritten with
 // scale * (softmax - onehot); row_loss[m] = -log softmax[target] (0 where the target is -100).
 template <typename T>

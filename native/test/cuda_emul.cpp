@@ -320,15 +320,9 @@ static void test_scan(const char* name, i64 R, i64 Tn, i64 H, i64 P, i64 N, i64 
   const DevBuf<S> X(x), DT(dtv), BC(bc), GY(gy);
   const DevBuf<float> AA(A), DD(D);
   DevBuf<S> Y(RT * ldy, 0.f), DX(dx0), DDT(ddt0), DBC(dbc0);
-  const i64 nscratch = ssd ? cu::ssd_scratch_floats(d, sizeof(S)) : cu::scan_backward_scratch(d).total();
-  DevBuf<float> ST(d.states_size(), 0.f), DA(dA0), DDv(dD0), scratch(nscratch, NAN);
-  if (ssd) {
-    cu::ssd_scan_forward<S>(Y, ST, X, DT, AA, BC, BC.p + N, DD, d, scratch, kStream);
-    cu::ssd_scan_backward<S>(DX, DDT, DA, DBC, DBC.p + N, DDv, GY, ST, X, DT, AA, BC, BC.p + N, DD, d, scratch, kStream);
-  } else {
-    cu::scan_forward<S>(Y, ST, X, DT, AA, BC, BC.p + N, DD, d, kStream);
-    cu::scan_backward<S>(DX, DDT, DA, DBC, DBC.p + N, DDv, GY, ST, X, DT, AA, BC, BC.p + N, DD, d, scratch, kStream);
-  }
+  DevBuf<float> ST(d.states_size(), 0.f), DA(dA0), DDv(dD0), scratch(cu::scan_scratch_floats(d, ssd, sizeof(S)), NAN);
+  cu::scan_forward_with<S>(ssd, Y, ST, X, DT, AA, BC, BC.p + N, DD, d, scratch, kStream);
+  cu::scan_backward_with<S>(ssd, DX, DDT, DA, DBC, DBC.p + N, DDv, GY, ST, X, DT, AA, BC, BC.p + N, DD, d, scratch, kStream);
   const char* fwd = ssd ? "ssd_scan_forward" : "scan_forward";
   const char* bwd = ssd ? "ssd_scan_backward" : "scan_backward";
   compare<S>(fwd, cs, "y", Y.get(), y);

@@ -6,7 +6,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
-import { GmError, ExitCode } from "@gm/core";
+import { GmError, ExitCode, usageError } from "@gm/core";
 
 export interface NativeTensorInfo {
   name: string;
@@ -52,6 +52,15 @@ export interface GpuOptions {
   /** Mamba-2's scan kernels: the recurrence, or the chunked SSD form on tensor cores (docs/gpu.md).
    *  Default: $GM_GPU_SCAN, else "recurrent". */
   scan?: "recurrent" | "ssd";
+}
+
+/** Mamba-2's GPU scan from $GM_GPU_SCAN (unset: "recurrent"), as the addon reads it (gpu_backend.h
+ *  ssd_scan_from_env); another value is a usage error. */
+export function gpuScanFromEnv(): "recurrent" | "ssd" {
+  const v = process.env.GM_GPU_SCAN;
+  if (!v || v === "recurrent") return "recurrent";
+  if (v === "ssd") return "ssd";
+  throw usageError(`GM_GPU_SCAN must be 'recurrent' or 'ssd' (got '${v}'): Mamba-2's scan kernels on the GPU, see docs/gpu.md`);
 }
 
 export interface NativeHead {

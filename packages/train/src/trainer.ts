@@ -9,7 +9,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { createProgress, ExitCode, GmError, inputError, readJsonFile, removeStaleTemporaries, usageError, writeFileAtomic, writeJsonAtomic, type Logger } from "@gm/core";
 import { loadGeneMap, loadVocabulary, type Vocabulary } from "@gm/data";
-import { GeneMamba, gpuRuntimeReport, loadModelConfig, loadNative, resolveConfig, type ModelConfig, type ModelConfigInput } from "@gm/engine";
+import { GeneMamba, gpuRuntimeReport, gpuScanFromEnv, loadModelConfig, loadNative, resolveConfig, type ModelConfig, type ModelConfigInput } from "@gm/engine";
 import { checkpointDir, datasetMediansFile, latestCheckpoint, loadOptimizerState, pruneCheckpoints, readTrainerState, removePartialCheckpoints, saveCheckpoint, type TrainerState } from "./checkpoint.js";
 import { CommError, createLocalRing, createTcpGroup, type Communicator, type TcpCommunicator } from "./comm/index.js";
 import { runFingerprint, type RunConfig } from "./config.js";
@@ -391,7 +391,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainSummary> {
     const mem = replicas[0].gpuMemory(micro, cfg.data.max_length)!;
     const dev = gpuRuntimeReport()?.devices[gpu.ordinal];
     assertFitsGpu(mem, dev?.memory_gib, { micro, length: cfg.data.max_length, ordinal: gpu.ordinal, name: dev?.name });
-    log.info({ gpu: gpu.ordinal, dtype: gpu.dtype ?? "bf16", mamba2_scan: process.env.GM_GPU_SCAN || "recurrent", params_gib: +(mem.params / 2 ** 30).toFixed(2), activations_gib: +(mem.activations / 2 ** 30).toFixed(2), gradients: nccl ? "NCCL, per layer, overlapped" : worldSize > 1 ? "host (TCP)" : "single rank" }, "GPU memory for a full-length micro-batch");
+    log.info({ gpu: gpu.ordinal, dtype: gpu.dtype ?? "bf16", mamba2_scan: gpuScanFromEnv(), params_gib: +(mem.params / 2 ** 30).toFixed(2), activations_gib: +(mem.activations / 2 ** 30).toFixed(2), gradients: nccl ? "NCCL, per layer, overlapped" : worldSize > 1 ? "host (TCP)" : "single rank" }, "GPU memory for a full-length micro-batch");
   }
   log.info(
     {

@@ -11,7 +11,7 @@ import * as path from "node:path";
 import { createRequire } from "node:module";
 import type { Logger } from "@gm/core";
 import { GM_VERSION } from "@gm/core";
-import { ADDON_PATH, BUILD_INFO_PATH, gpuRuntimeReport, loadNative, type GpuRuntimeReport, type NativeBuildInfo } from "@gm/engine";
+import { ADDON_PATH, BUILD_INFO_PATH, gpuRuntimeReport, gpuScanFromEnv, loadNative, type GpuRuntimeReport, type NativeBuildInfo } from "@gm/engine";
 
 export interface DoctorReport {
   gm: string;
@@ -56,7 +56,12 @@ function addonInfo(r: DoctorReport): void {
   const cpuBuilt = r.addon.loaded || (r.addon.present && !!r.build?.cpu);
   r.backends.cpu = { built: cpuBuilt, reason: cpuBuilt ? `OpenMP + OpenBLAS (${r.build?.blas ?? "unknown variant"})` : (r.addon.error ?? "the addon did not load") };
   // Mamba-2's GPU scan the GPU engine will use (GM_GPU_SCAN, docs/gpu.md); gm pretrain refuses other values.
-  const scan = process.env.GM_GPU_SCAN || "recurrent";
+  let scan: string;
+  try {
+    scan = gpuScanFromEnv();
+  } catch (e) {
+    scan = (e as Error).message;
+  }
   if (r.build?.cuda) r.backends.cuda = { built: r.build.cuda.built, reason: r.build.cuda.reason, ...(r.build.cuda.built ? { scan } : {}) };
   else r.backends.cuda = { built: false, reason: r.addon.present ? "this addon predates build info; rebuild it with `npm run setup`" : "the native addon is not built" };
 }

@@ -2,7 +2,7 @@ import * as path from "node:path";
 import type { Logger } from "@gm/core";
 import { ExitCode, GmError, usageError } from "@gm/core";
 import { assertRunnable, describeTopology, gpuLaunch, loadRunConfig, pretrain, resolveRunConfig, resolveTopology, RUN_FILE, type GpuWorker, type RunConfig } from "@gm/train";
-import { loadNative } from "@gm/engine";
+import { gpuScanFromEnv, loadNative } from "@gm/engine";
 import * as fs from "node:fs";
 import { spawn, type ChildProcess } from "node:child_process";
 import { onGracefulStop } from "../main.js";
@@ -106,8 +106,7 @@ export async function run(o: Record<string, unknown>, _args: string[], log: Logg
   const precision = (o.precision as string | undefined) ?? "bf16";
   if (!["bf16", "fp32"].includes(precision)) throw usageError(`--precision must be bf16 or fp32 (got ${precision})`);
   if (topology.device === "cuda") {
-    const scan = process.env.GM_GPU_SCAN;
-    if (scan && scan !== "recurrent" && scan !== "ssd") throw usageError(`GM_GPU_SCAN must be 'recurrent' or 'ssd' (got '${scan}'): Mamba-2's scan kernels on the GPU, see docs/gpu.md`);
+    gpuScanFromEnv();  // a bad GM_GPU_SCAN fails here, before any worker starts
     const native = loadNative();
     assertRunnable(topology, { backend: native.gpuBackend, count: native.gpuCount?.() ?? 0, reason: native.buildInfo?.().cuda.reason });
   } else assertRunnable(topology);
